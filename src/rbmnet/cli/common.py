@@ -1,0 +1,50 @@
+"""Shared pieces of the command-line entry points: one-line errors, common options."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from rbmnet.errors import RbmnetError
+from rbmnet.planning.plan import parse_override
+
+EXIT_BAD_INPUT = 2
+
+
+def friendly_errors(func):
+    """Turn RbmnetError into 'error: <one line>' and a non-zero exit; RBMNET_DEBUG=1 keeps tracebacks."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RbmnetError as exc:
+            if os.environ.get("RBMNET_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+dataset_option = click.option(
+    "-d", "--dataset", "dataset", default=None,
+    help="Dataset name in the raw root; may be omitted when only one dataset exists.")
+
+plans_option = click.option(
+    "-p", "--plans", "plans_name", default="plans", show_default=True,
+    help="Name of the plan (plans.json is 'plans'); lets several plans of one dataset coexist.")
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override any plan key for this run, e.g. --set segmentation.epochs=5 "
+         "--set input_size=[256,256]. Values are JSON.")
+
+
+def overrides_to_dict(overrides: tuple[str, ...]) -> dict[str, object]:
+    return dict(parse_override(text) for text in overrides)

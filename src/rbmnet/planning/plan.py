@@ -1,0 +1,194 @@
+"""The plan: ONE set of choices that pretext and segmentation training both read (DESIGN section 4).
+
+Plain dataclasses mirrored 1:1 by plans.json. Every field can be overridden from the command line
+with `--set dotted.key=value` (see `apply_overrides`), so no knob needs code to change.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import write_json
+
+PLAN_FORMAT_VERSION = 1
+
+
+@dataclass
+class NormalizationConfig:
+    # Per-image percentile clipping then scaling to [0, 1]: robust to exposure differences between
+    # machines, and [0, 1] is the data range the pretext metrics (SSIM, PSNR) assume.
+    scheme: str = "percentile_minmax"
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+
+
+@dataclass
+class NetworkConfig:
+    architecture: str = "resunet"
+    input_channels: int = 2  # radiograph + Sobel magnitude of the (unmasked) radiograph
+    features_per_stage: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    dropout: float = 0.0
+
+    @property
+    def total_downsampling(self) -> int:
+        return 2 ** (len(self.features_per_stage) - 1)
+
+
+@dataclass
+class MaskingConfig:
+    min_blocks: int = 2
+    max_blocks: int = 5
+    block_area_fraction: float = 0.15
+    fill_value: float = 0.0
+    max_aspect_ratio: float = 2.0  # blocks are rectangles whose sides differ at most by this factor
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 80
+    iterations_per_epoch: int = 50
+    batch_size: int = 8
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # or "poly"
+    validation_fraction: float = 0.1  # pretext only: seeded share of images kept for validation
+
+
+@dataclass
+class SegmentationConfig(StageConfig):
+    fraction: float = 0.2
+    task: str = "binary"  # "binary" (label > 0) or "multiclass" (tooth numbers)
+    dice_weight: float = 0.7
+    bce_weight: float = 0.3
+    threshold: float = 0.5
+
+
+@dataclass
+class AugmentationConfig:
+    rotation_degrees: float = 10.0
+    scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    elastic: bool = False
+    mirror: bool = True  # left-right: a panoramic is roughly symmetric
+    gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    brightness_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    noise_variance: list[float] = field(default_factory=lambda: [0.0, 0.002])
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    probability: float = 0.2  # per-transform probability for the intensity transforms
+    num_workers: int = 2
+
+
+@dataclass
+class Plan:
+    dataset_name: str
+    plans_name: str = "plans"
+    input_size: list[int] = field(default_factory=lambda: [512, 512])  # [height, width]
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    pretext: StageConfig = field(default_factory=StageConfig)
+    segmentation: SegmentationConfig = field(default_factory=lambda: SegmentationConfig(epochs=100))
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    seed: int = 12345
+    derivation: dict = field(default_factory=dict)  # how the numbers above were derived (budget, device)
+    format_version: int = PLAN_FORMAT_VERSION
+
+    @property
+    def configuration(self) -> str:
+        """Name of the preprocessed-data folder: cases resized to the input size."""
+        height, width = self.input_size
+        return f"2d_{height}x{width}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "plan") -> "Plan":
+        return _build(cls, data, source)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise RbmnetError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise RbmnetError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(cls, name)
+        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise RbmnetError(f"{where}: {exc}") from None
+
+
+_NESTED = {
+    "normalization": NormalizationConfig,
+    "network": NetworkConfig,
+    "masking": MaskingConfig,
+    "pretext": StageConfig,
+    "segmentation": SegmentationConfig,
+    "augmentation": AugmentationConfig,
+}
+
+
+def _dataclass_type(cls, name: str):
+    return _NESTED.get(name) if cls is Plan else None
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    write_json(path, plan.to_dict())
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise RbmnetError(f"{path}: plan missing; run rbmnet_plan_and_preprocess first")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RbmnetError(f"{path}: not valid JSON ({exc})") from None
+    return Plan.from_dict(data, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'segmentation.epochs=5' -> ('segmentation.epochs', 5); values are JSON, else strings."""
+    if "=" not in text:
+        raise RbmnetError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(plan: Plan, overrides: dict[str, object]) -> Plan:
+    """Return a new plan with dotted keys replaced; unknown keys are an error, types are checked."""
+    data = copy.deepcopy(plan.to_dict())
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise RbmnetError(f"override '{key}': '{part}' is not a section of the plan")
+            node = node[part]
+        leaf = parts[-1]
+        if leaf not in node:
+            raise RbmnetError(f"override '{key}': no such plan key")
+        old = node[leaf]
+        if isinstance(old, bool) != isinstance(value, bool) or (
+            isinstance(old, (int, float)) and not isinstance(value, (int, float))
+        ) or (isinstance(old, list) and not isinstance(value, list)):
+            raise RbmnetError(f"override '{key}': expected a value like {json.dumps(old)}, got {json.dumps(value)}")
+        if isinstance(old, float) and isinstance(value, int):
+            value = float(value)
+        node[leaf] = value
+    return Plan.from_dict(data, source="plan with overrides")

@@ -1,0 +1,31 @@
+"""Shared test fixtures: isolated roots per test, the location of the real data when present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+UFBA_DIR = SHARED / "data" / "ufba425"
+FORMATS_DIR = SHARED / "formats"
+LPIPS_WEIGHTS_DIR = SHARED / "weights" / "lpips"
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """Point the three rbmnet roots at a fresh temporary folder for one test."""
+    paths = {}
+    for kind, variable in (("raw", "RBMNET_RAW"), ("preprocessed", "RBMNET_PREPROCESSED"),
+                           ("results", "RBMNET_RESULTS")):
+        folder = tmp_path / f"rbmnet_{kind}"
+        monkeypatch.setenv(variable, str(folder))
+        paths[kind] = folder
+    return paths
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test when shared data is absent (CI without ../shared)."""
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
