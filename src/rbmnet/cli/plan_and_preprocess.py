@@ -1,0 +1,128 @@
+"""`rbmnet_plan_and_preprocess -d NAME`: checks -> fingerprint -> plan -> splits -> preprocessed arrays.
+
+Writes into rbmnet_preprocessed/<Name>/: dataset.json (copy), dataset_fingerprint.json, <plans>.json,
+splits_final.json and <configuration>/ (see preprocessing/store.py). Every step reuses its previous
+result while its inputs are unchanged, so re-running is cheap and never loses a user's plan edits.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+
+import click
+
+from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
+from rbmnet.data.checks import inventory_dataset
+from rbmnet.io.atomic import atomic_path
+from rbmnet.paths import preprocessed_dataset_dir
+from rbmnet.planning.fingerprint import load_or_compute_fingerprint
+from rbmnet.planning.plan import Plan, apply_overrides, load_plan, save_plan
+from rbmnet.planning.planner import GIB, check_input_size, generate_plan, plan_differences
+from rbmnet.planning.splits import load_or_create_splits
+from rbmnet.preprocessing.preprocess import preprocess_dataset
+from rbmnet.preprocessing.store import configuration_dir
+
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+SPLITS_FILE = "splits_final.json"
+
+
+def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num_processes: int = 2,
+                        overrides: dict | None = None, input_size=None, max_side: int = 512,
+                        gpu_memory_gb: float | None = None, overwrite_plans: bool = False,
+                        overwrite: bool = False, verbose: bool = True, overwrite_splits: bool = False) -> Plan:
+    """The whole command as a function (the demo calls it). Returns the plan in effect."""
+    started = time.perf_counter()
+    inventory = inventory_dataset(dataset_name)
+    out_dir = preprocessed_dataset_dir(inventory.name)
+    fingerprint, computed = load_or_compute_fingerprint(inventory, out_dir / FINGERPRINT_FILE, num_processes, verbose)
+    for note in fingerprint["notes"]:
+        warnings.warn(note, stacklevel=2)
+
+    plan_path = out_dir / f"{plans_name}.json"
+    fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side, gpu_memory_gb)
+    if plan_path.is_file() and not overwrite_plans:
+        plan = _kept_plan(load_plan(plan_path), overrides, input_size)
+        differences = plan_differences(plan, fresh)
+        plan_status = "kept existing"
+    else:
+        plan, differences = fresh, []
+        plan_status = "replaced" if plan_path.is_file() else "new"
+    # Splits before anything is saved: a dataset that cannot be split fails without half-written state.
+    labeled = [case for case, _, _ in inventory.labeled]
+    splits, splits_created = load_or_create_splits(out_dir / SPLITS_FILE, labeled, plan.seed, overwrite_splits)
+    save_plan(plan, plan_path)
+    with atomic_path(out_dir / "dataset.json") as tmp:
+        shutil.copyfile(inventory.folder / "dataset.json", tmp)
+    preprocessed_dir = configuration_dir(out_dir, plan.configuration)
+    written = preprocess_dataset(inventory, plan, preprocessed_dir, num_processes, overwrite, verbose)
+
+    if verbose:
+        aggregate = fingerprint["aggregate"]
+        derivation = plan.derivation
+        echo = click.echo
+        echo(f"dataset {inventory.name}: {fingerprint['num_labeled']} labeled, {fingerprint['num_unlabeled']} "
+             f"unlabeled, {fingerprint['num_test']} test cases (fingerprint {'computed' if computed else 'reused'}; "
+             f"median image {_hw(aggregate['median_shape'])})")
+        echo(f"plan {plan_path} ({plan_status}): input size {_hw(plan.input_size)} (height x width), "
+             f"configuration {plan.configuration}")
+        if differences:
+            echo(f"  differs from a freshly generated plan in: {', '.join(differences)} "
+                 f"(--overwrite-plans replaces it)")
+        if derivation:
+            echo(f"  batch size: pretext {plan.pretext.batch_size}, segmentation {plan.segmentation.batch_size} "
+                 f"({derivation['device']}, budget {derivation['budget_bytes'] / GIB:.1f} GiB of "
+                 f"{derivation['memory_assumed_bytes'] / GIB:.1f} GiB, "
+                 f"{derivation['per_sample_bytes'] / GIB:.2f} GiB per sample)")
+        echo(f"  epochs x iterations: pretext {plan.pretext.epochs} x {plan.pretext.iterations_per_epoch}, "
+             f"segmentation {plan.segmentation.epochs} x {plan.segmentation.iterations_per_epoch}")
+        echo(f"splits: {len(splits)} folds over {len(labeled)} labeled cases "
+             f"({'new' if splits_created else 'kept'}) in {out_dir / SPLITS_FILE}")
+        echo(f"preprocessed: {preprocessed_dir} ({'written' if written else 'up to date, skipped'})")
+        echo(f"done in {time.perf_counter() - started:.1f} s")
+    return plan
+
+
+def _kept_plan(plan: Plan, overrides: dict | None, input_size) -> Plan:
+    """An existing plan stays as the user left it, but explicit command-line values still apply."""
+    explicit = dict(overrides or {})
+    if input_size is not None:
+        explicit.setdefault("input_size", [int(s) for s in input_size])
+    if explicit:
+        plan = apply_overrides(plan, explicit)
+    plan.input_size = check_input_size(plan.input_size, plan.network.total_downsampling)
+    return plan
+
+
+def _hw(shape) -> str:
+    return "x".join(f"{s:g}" for s in shape)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@dataset_option
+@plans_option
+@click.option("-np", "--num-processes", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes for reading and preprocessing cases.")
+@click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
+              help="Fix the input size (height width) instead of deriving it; must be divisible by the "
+                   "network's downsampling (16 by default).")
+@click.option("--max-side", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Cap on the longer side of the derived input size.")
+@click.option("--gpu-memory-gb", type=float, default=None,
+              help="Plan batch sizes for a GPU with this much memory (GiB) instead of this machine.")
+@click.option("--overwrite-plans", is_flag=True, help="Replace an existing plan (by default it is kept).")
+@click.option("--overwrite", is_flag=True, help="Preprocess again even when the data are up to date.")
+@click.option("--overwrite-splits", is_flag=True, help="Replace an existing splits_final.json.")
+@set_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
+@friendly_errors
+def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb, overwrite_plans, overwrite,
+         overwrite_splits, overrides, quiet):
+    """Check a raw dataset, fingerprint it, plan training and write the preprocessed arrays."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+        plan_and_preprocess(dataset, plans_name=plans_name, num_processes=num_processes,
+                            overrides=overrides_to_dict(overrides), input_size=list(input_size) if input_size else None,
+                            max_side=max_side, gpu_memory_gb=gpu_memory_gb, overwrite_plans=overwrite_plans,
+                            overwrite=overwrite, verbose=not quiet, overwrite_splits=overwrite_splits)
