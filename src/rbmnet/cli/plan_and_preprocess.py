@@ -30,7 +30,8 @@ SPLITS_FILE = "splits_final.json"
 def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num_processes: int = 2,
                         overrides: dict | None = None, input_size=None, max_side: int = 512,
                         gpu_memory_gb: float | None = None, overwrite_plans: bool = False,
-                        overwrite: bool = False, verbose: bool = True, overwrite_splits: bool = False) -> Plan:
+                        overwrite: bool = False, verbose: bool = True, overwrite_splits: bool = False,
+                        num_folds: int | None = None) -> Plan:
     """The whole command as a function (the demo calls it). Returns the plan in effect."""
     started = time.perf_counter()
     inventory = inventory_dataset(dataset_name)
@@ -50,7 +51,8 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
         plan_status = "replaced" if plan_path.is_file() else "new"
     # Splits before anything is saved: a dataset that cannot be split fails without half-written state.
     labeled = [case for case, _, _ in inventory.labeled]
-    splits, splits_created = load_or_create_splits(out_dir / SPLITS_FILE, labeled, plan.seed, overwrite_splits)
+    splits, splits_created = load_or_create_splits(out_dir / SPLITS_FILE, labeled, plan.seed, overwrite_splits,
+                                                   num_folds)
     save_plan(plan, plan_path)
     with atomic_path(out_dir / "dataset.json") as tmp:
         shutil.copyfile(inventory.folder / "dataset.json", tmp)
@@ -113,11 +115,13 @@ def _hw(shape) -> str:
 @click.option("--overwrite-plans", is_flag=True, help="Replace an existing plan (by default it is kept).")
 @click.option("--overwrite", is_flag=True, help="Preprocess again even when the data are up to date.")
 @click.option("--overwrite-splits", is_flag=True, help="Replace an existing splits_final.json.")
+@click.option("--num-folds", type=click.IntRange(min=2), default=None,
+              help="Folds of a new splits_final.json (default 5); 10 folds allow training fractions up to 0.9.")
 @set_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 @friendly_errors
 def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb, overwrite_plans, overwrite,
-         overwrite_splits, overrides, quiet):
+         overwrite_splits, num_folds, overrides, quiet):
     """Check a raw dataset, fingerprint it, plan training and write the preprocessed arrays."""
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -125,4 +129,5 @@ def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb
         plan_and_preprocess(dataset, plans_name=plans_name, num_processes=num_processes,
                             overrides=overrides_to_dict(overrides), input_size=list(input_size) if input_size else None,
                             max_side=max_side, gpu_memory_gb=gpu_memory_gb, overwrite_plans=overwrite_plans,
-                            overwrite=overwrite, verbose=not quiet, overwrite_splits=overwrite_splits)
+                            overwrite=overwrite, verbose=not quiet, overwrite_splits=overwrite_splits,
+                            num_folds=num_folds)

@@ -27,11 +27,17 @@ def make_splits(cases: list[str], seed: int, num_folds: int = NUM_FOLDS) -> list
             for val in folds]
 
 
-def load_or_create_splits(path: Path, cases: list[str], seed: int,
-                          overwrite: bool = False) -> tuple[list[dict], bool]:
-    """Return (splits, created). Existing splits are kept when they cover exactly `cases`."""
+def load_or_create_splits(path: Path, cases: list[str], seed: int, overwrite: bool = False,
+                          num_folds: int | None = None) -> tuple[list[dict], bool]:
+    """Return (splits, created). Existing splits are kept when they cover exactly `cases`.
+
+    num_folds None keeps whatever exists (five folds when new); more folds leave a larger training
+    split per fold, which large training fractions (0.9) need.
+    """
     if path.is_file() and not overwrite:
         splits = _read_splits(path)
+        if num_folds is not None and len(splits) != num_folds:
+            raise RbmnetError(f"{path}: has {len(splits)} folds, {num_folds} asked for; pass --overwrite-splits")
         listed = {c for fold in splits for c in fold["val"]}
         if listed == set(cases):
             return splits, False
@@ -39,7 +45,7 @@ def load_or_create_splits(path: Path, cases: list[str], seed: int,
         raise RbmnetError(
             f"{path}: its folds list other cases than the labeled ones now ({len(added)} new, e.g. "
             f"{added[:1] or '-'}; {len(removed)} gone, e.g. {removed[:1] or '-'}); delete it or pass --overwrite-splits")
-    splits = make_splits(cases, seed)
+    splits = make_splits(cases, seed, num_folds or NUM_FOLDS)
     write_json(path, splits)
     return splits, True
 

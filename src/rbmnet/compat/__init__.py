@@ -1,0 +1,1 @@
+"""Workarounds for environment quirks, each in one small, tested place."""
