@@ -23,17 +23,19 @@ def case_name(path: str | os.PathLike) -> str:
     return Path(path).stem
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, palette_indices: bool = False) -> np.ndarray:
     """Decode one image to a 2D uint8 or uint16 array.
 
     RGB(A) whose colour channels are equal is collapsed to one channel; real colour is an error,
-    because a radiograph has one channel. Raises RbmnetError naming the file for anything unreadable.
+    because a radiograph has one channel. Palette images give their grey value, or with
+    `palette_indices` (label maps) the stored index. Raises RbmnetError naming the file for anything
+    unreadable.
     """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            array = _to_array(img)
+            array = np.asarray(img, dtype=np.uint8) if palette_indices and img.mode == "P" else _to_array(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise RbmnetError(f"{path}: unreadable or truncated image ({exc.__class__.__name__}: {exc})") from None
     if array.ndim == 3:
@@ -59,18 +61,18 @@ def _to_array(img: Image.Image) -> np.ndarray:
 
 
 def _collapse_gray_rgb(array: np.ndarray, path: Path) -> np.ndarray:
-    channels = array[..., :3].astype(np.int16)
     # JPEG chroma subsampling leaves small differences between the channels of a gray image,
-    # so "equal" allows a few grey levels; real colour differs far more.
-    diff = np.abs(channels - channels[..., :1])
+    # so "equal" allows a few grey levels; real colour differs far more. A strided sample decides.
+    sample = array[::3, ::3, :3].astype(np.int16)
+    diff = np.abs(sample - sample[..., :1])
     if diff.max() > 16 and np.mean(diff > 4) > 0.01:
         raise RbmnetError(f"{path}: colour image; radiographs must be grayscale (equal RGB channels)")
-    return np.round(channels.mean(axis=-1)).astype(array.dtype)
+    return array[..., 1].copy()  # channels are equal up to JPEG noise; green weighs most in luminance
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """Decode a label map to uint8. Values above 255 are an error."""
-    array = read_image(path)
+    array = read_image(path, palette_indices=True)
     if array.dtype != np.uint8:
         if array.max() > 255:
             raise RbmnetError(f"{path}: label values above 255 (max {int(array.max())})")
@@ -78,13 +80,14 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return array
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a 2D uint8/uint16 array as PNG, atomically."""
+def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> None:
+    """Write a 2D uint8/uint16 array as PNG, atomically. compress_level 1 is ~4x faster on noisy
+    radiographs for ~15 % larger files (zlib levels 0-9; 6 is PIL's default)."""
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png takes uint8 or uint16, got {array.dtype}")
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
 
 
 def warn(message: str) -> None:
