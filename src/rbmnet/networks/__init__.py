@@ -1,0 +1,63 @@
+"""Segmentation networks by name: an explicit dict, and `build_network` that reads the plan's network section.
+
+Every network maps (B, input_channels, H, W) to logits (B, output_channels, H, W), H and W multiples of
+`NetworkConfig.total_downsampling`, and keeps its final 1x1 conv as `head`: pretext -> segmentation
+transfer loads every weight but `head.*`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from rbmnet.errors import RbmnetError
+from rbmnet.networks.linknet import LinkNet
+from rbmnet.networks.pspnet import PSPNet
+from rbmnet.networks.resunet import ResUNet
+from rbmnet.networks.unet import UNet
+from rbmnet.planning.plan import NetworkConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    builder: Callable[[NetworkConfig, int], nn.Module]  # (network config, output channels) -> module
+    description: str  # one line, shown in --help
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "resunet": Architecture("resunet", ResUNet.from_config,
+                            "the paper's Modified ResUNet: residual blocks that concatenate their first "
+                            "BatchNorm output, U-Net skips"),
+    "unet": Architecture("unet", UNet.from_config,
+                         "classic U-Net: double 3x3 conv-BN-ReLU stages, max pooling, transposed-conv upsampling"),
+    "linknet": Architecture("linknet", LinkNet.from_config,
+                            "LinkNet: ResNet-18 encoder whose features are added to the decoder's"),
+    "pspnet": Architecture("pspnet", PSPNet.from_config,
+                           "PSPNet: dilated ResNet encoder (output stride 8), pyramid pooling, bilinear upsampling"),
+}
+
+
+def build_network(config: NetworkConfig, output_channels: int, architecture: str | None = None) -> nn.Module:
+    """The network the plan names (or `architecture`), freshly initialised, in train mode."""
+    name = architecture or config.architecture
+    if name not in ARCHITECTURES:
+        raise RbmnetError(f"unknown network architecture '{name}'; known: {', '.join(ARCHITECTURES)}")
+    _check_config(config, output_channels, name)
+    return ARCHITECTURES[name].builder(config, output_channels)
+
+
+def _check_config(config: NetworkConfig, output_channels: int, name: str) -> None:
+    widths = config.features_per_stage
+    fewest = 3 if name == "pspnet" else 2  # pspnet: a stem width plus two undilated stages
+    if not isinstance(widths, list) or len(widths) < fewest or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise RbmnetError(f"network.features_per_stage must list at least {fewest} positive integers "
+                          f"for '{name}', got {widths}")
+    if not isinstance(config.input_channels, int) or config.input_channels < 1:
+        raise RbmnetError(f"network.input_channels must be a positive integer, got {config.input_channels}")
+    if not isinstance(output_channels, int) or output_channels < 1:
+        raise RbmnetError(f"output channels must be a positive integer, got {output_channels}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise RbmnetError(f"network.dropout must lie in [0, 1), got {config.dropout}")
