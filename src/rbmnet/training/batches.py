@@ -1,0 +1,110 @@
+"""What goes into one training batch, as a pure function of (seed, epoch, iteration).
+
+Because a batch depends on nothing else (no iterator state, no worker identity), training resumed
+at epoch e sees exactly the batches an uninterrupted run would have seen, with any number of workers.
+
+Cases are drawn as a shuffled cycle: the iteration's batch takes the next batch_size positions of an
+endless sequence made of independent permutations of the case list (one per pass over the cases,
+reshuffled each epoch). Every case is therefore seen equally often, which matters with few labeled
+cases, where drawing with replacement leaves some cases out of whole epochs.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from rbmnet.errors import RbmnetError
+from rbmnet.planning.plan import Plan
+from rbmnet.preprocessing.store import PreprocessedDataset
+from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
+from rbmnet.training.masking import block_mask
+
+TASKS = ("pretext", "seg")
+_SHUFFLE_STREAM = 1  # keeps the case-order RNG apart from the per-iteration RNG [seed, epoch, iteration]
+
+
+def batch_size_for(plan: Plan, task: str) -> int:
+    if task == "pretext":
+        return plan.pretext.batch_size
+    if task == "seg":
+        return plan.segmentation.batch_size
+    raise ValueError(f"unknown task '{task}' (expected one of {TASKS})")
+
+
+def draw_cases(case_names: list[str], batch_size: int, seed: int, epoch: int, iteration: int) -> list[str]:
+    """The cases of one batch: positions iteration*B .. iteration*B+B-1 of the epoch's shuffled cycle."""
+    if not case_names:
+        raise RbmnetError("no cases to draw a training batch from")
+    count = len(case_names)
+    positions = iteration * batch_size + np.arange(batch_size)
+    chosen = []
+    for position in positions:
+        cycle, offset = divmod(int(position), count)
+        order = np.random.default_rng([seed, epoch, cycle, _SHUFFLE_STREAM]).permutation(count)
+        chosen.append(case_names[order[offset]])
+    return chosen
+
+
+def make_batch(source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, epoch: int,
+               iteration: int, seed: int, transforms=None) -> dict:
+    """One batch for `task` ("pretext" or "seg"); `transforms` from augmentation.py, or None for none.
+
+    pretext: {"image": float32 (B,1,H,W) augmented radiograph (also the target),
+              "mask": bool (B,1,H,W), True = hidden, "case": names}
+    seg:     {"image": float32 (B,1,H,W), "target": float32 (B,1,H,W) in {0, 1}, "case": names}
+    """
+    batch_size = batch_size_for(plan, task)
+    names = draw_cases(case_names, batch_size, seed, epoch, iteration)
+    rng = np.random.default_rng([seed, epoch, iteration])
+    image = np.stack([source.image(name) for name in names])[:, None]
+    label = np.stack([source.label(name) for name in names])[:, None] if task == "seg" else None
+    if transforms is not None:
+        image, label = apply_transforms(transforms, int(rng.integers(2**63)), image, label)
+    if task == "pretext":
+        masks = [block_mask(image.shape[2:], plan.masking, rng) for _ in names]
+        return {"image": image, "mask": np.stack(masks)[:, None], "case": names}
+    return {"image": image, "target": segmentation_target(label, plan), "case": names}
+
+
+def segmentation_target(label: np.ndarray, plan: Plan) -> np.ndarray:
+    """Label map (tooth numbers) -> what the loss compares with."""
+    if plan.segmentation.task == "binary":
+        return (label > 0).astype(np.float32)
+    if plan.segmentation.task == "multiclass":
+        # would map tooth numbers to class indices 0..K (from dataset.json's labels) and one-hot them
+        raise RbmnetError("segmentation.task 'multiclass' is not implemented yet; use 'binary'")
+    raise RbmnetError(f"unknown segmentation.task '{plan.segmentation.task}' (expected 'binary' or 'multiclass')")
+
+
+# Worker processes open the memory-mapped arrays once each, on first use, instead of receiving them
+# pickled: only the folder path travels to a worker.
+_OPEN_DATASETS: dict[str, PreprocessedDataset] = {}
+
+
+def open_dataset_cached(folder: str | Path) -> PreprocessedDataset:
+    key = str(Path(folder).resolve())
+    if key not in _OPEN_DATASETS:
+        _OPEN_DATASETS[key] = PreprocessedDataset(key)
+    return _OPEN_DATASETS[key]
+
+
+def make_batch_from_folder(folder: str | Path, case_names: list[str], plan: Plan, task: str, epoch: int,
+                           iteration: int, seed: int, transforms=None) -> dict:
+    """`make_batch` reading from a preprocessed folder path: picklable through functools.partial, e.g.
+    partial(make_batch_from_folder, folder, names, plan, "seg", seed=plan.seed, transforms=t)(epoch, it).
+    """
+    return make_batch(open_dataset_cached(folder), case_names, plan, task, epoch, iteration, seed, transforms)
+
+
+def batch_function(folder: str | Path, case_names: list[str], plan: Plan, task: str, seed: int,
+                   augment: bool = True) -> functools.partial:
+    """Picklable (epoch, iteration) -> batch for BatchStream, with the plan's augmentation."""
+    transforms = None
+    if augment:
+        transforms = build_spatial_and_intensity_transforms(plan.augmentation, tuple(plan.input_size),
+                                                            with_label=task == "seg")
+    batch_size_for(plan, task)  # fail on an unknown task here, not in a worker
+    return functools.partial(make_batch_from_folder, str(folder), list(case_names), plan, task,
+                             seed=seed, transforms=transforms)

@@ -1,0 +1,49 @@
+"""Losses: 0.7 Dice + 0.3 BCE for segmentation, L1 for reconstruction (DESIGN section 6).
+
+The Dice is a "batch Dice": intersections and sums are added over the whole batch before the
+ratio, so an image with little foreground does not dominate. `dice_sums` returns those sums on their
+own so that distributed training can all-reduce them across ranks before `dice_from_sums`.
+Everything is computed in float32, whatever the logits' dtype, because half-precision sums over
+a batch of 512x512 images overflow.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SPATIAL_AND_BATCH = (0, 2, 3)  # sum over batch and pixels of (B, C, H, W), one value per channel
+
+
+def dice_sums(probabilities: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel intersection sum(p * t) and denominator sum(p) + sum(t), each of shape (C,)."""
+    intersection = (probabilities * target).sum(dim=SPATIAL_AND_BATCH)
+    denominator = probabilities.sum(dim=SPATIAL_AND_BATCH) + target.sum(dim=SPATIAL_AND_BATCH)
+    return intersection, denominator
+
+
+def dice_from_sums(intersection: torch.Tensor, denominator: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft Dice per channel; `smooth` makes empty-vs-empty a Dice of 1 instead of 0/0."""
+    return (2.0 * intersection + smooth) / (denominator + smooth)
+
+
+def soft_dice(probabilities: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """Batch soft Dice of (B, C, H, W) probabilities against a target of the same shape, per channel (C,).
+
+    Multi-class training passes softmax probabilities and a one-hot target; binary passes one channel.
+    """
+    return dice_from_sums(*dice_sums(probabilities, target), smooth=smooth)
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.7,
+                  bce_weight: float = 0.3, smooth: float = 1e-5) -> torch.Tensor:
+    """dice_weight * (1 - batch soft Dice) + bce_weight * BCE, for (B, 1, H, W) logits and {0, 1} target."""
+    logits = logits.float()
+    target = target.float()
+    dice = soft_dice(torch.sigmoid(logits), target, smooth).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    return dice_weight * (1.0 - dice) + bce_weight * bce
+
+
+def reconstruction_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over every pixel: the paper's target is the whole radiograph."""
+    return F.l1_loss(prediction.float(), target.float())
