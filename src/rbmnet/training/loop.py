@@ -1,0 +1,129 @@
+"""The epoch loop both stages share: batches in, loss down, a log line, a checkpoint, a plot.
+
+Stage-specific parts (which batches, the loss of one batch, per-epoch validation) come in as plain
+callables from pretext.py and segmentation.py, so this file is the whole recipe of an epoch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from rbmnet.training.background import BatchStream
+from rbmnet.training.checkpoint import FINAL, LATEST, load_checkpoint, restore_rng_state, save_checkpoint
+from rbmnet.training.device import autocast, needs_grad_scaler
+from rbmnet.training.progress import TrainingLog
+
+
+@dataclass
+class TrainingRun:
+    folder: Path
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    epochs: int
+    iterations_per_epoch: int
+    make_batch: Callable  # (epoch, iteration) -> dict of numpy arrays; picklable for worker processes
+    batch_loss: Callable[[torch.nn.Module, dict], torch.Tensor]  # network, batch on device -> scalar loss
+    validate: Callable[[torch.nn.Module], dict]  # per-epoch validation numbers for the log
+    checkpoint_content: dict  # plan, dataset_json, meta: what prediction needs from a checkpoint
+    learning_rate: float = 1e-4
+    num_workers: int = 2
+    lr_schedule: str = "constant"
+    curves: list[str] = field(default_factory=lambda: ["train_loss", "val_loss"])
+    title: str = ""
+    is_writer: bool = True  # only one process writes logs and checkpoints (rank 0 under DDP)
+
+
+def resume(run: TrainingRun) -> TrainingLog:
+    """Load checkpoint_latest into the run; returns the log as it was at that checkpoint."""
+    checkpoint = load_checkpoint(run.folder / LATEST, map_location=run.device)
+    bare = getattr(run.network, "module", run.network)
+    bare.load_state_dict(checkpoint["network"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    restore_rng_state(checkpoint["rng"])
+    return TrainingLog(run.folder, checkpoint["log"])
+
+
+def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
+    log = log or TrainingLog(run.folder)
+    start_epoch = len(log.entries)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(run.device) else None
+    indices = [(epoch, i) for epoch in range(start_epoch, run.epochs) for i in range(run.iterations_per_epoch)]
+    with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream:
+        batches = iter(stream)
+        for epoch in range(start_epoch, run.epochs):
+            _set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
+            started = time.perf_counter()
+            run.network.train()
+            losses = []
+            bar = tqdm(range(run.iterations_per_epoch), desc=f"epoch {epoch + 1}/{run.epochs}",
+                       leave=False, disable=None if run.is_writer else True, dynamic_ncols=True)
+            for _ in bar:
+                batch = _to_device(next(batches), run.device)
+                run.optimizer.zero_grad(set_to_none=True)
+                with autocast(run.device):
+                    loss = run.batch_loss(run.network, batch)
+                if scaler is None:
+                    loss.backward()
+                    run.optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(run.optimizer)
+                    scaler.update()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            train_seconds = time.perf_counter() - started
+            run.network.eval()
+            with torch.no_grad(), autocast(run.device):
+                validation = run.validate(run.network)
+            entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **validation,
+                     "lr": run.optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
+                     "epoch_seconds": round(time.perf_counter() - started, 3)}
+            log.entries.append(entry)
+            if run.is_writer:
+                log.write()
+                save_checkpoint(run.folder / LATEST, run.network, run.optimizer, epoch + 1, log.entries,
+                                **run.checkpoint_content)
+                log.plot(run.curves, run.title)
+                tqdm.write(_format_entry(entry))
+    if run.is_writer:
+        save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
+                        **run.checkpoint_content)
+    return log
+
+
+def _set_learning_rate(optimizer, base_lr: float, schedule: str, epoch: int, epochs: int) -> None:
+    if schedule == "constant":
+        factor = 1.0
+    elif schedule == "poly":  # nnU-Net's polynomial decay, per epoch
+        factor = (1 - epoch / epochs) ** 0.9
+    else:
+        raise ValueError(f"unknown lr_schedule '{schedule}' (constant or poly)")
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if hasattr(value, "dtype") and hasattr(value, "shape"):
+            tensor = torch.from_numpy(value) if not isinstance(value, torch.Tensor) else value
+            if device.type == "cuda":
+                tensor = tensor.pin_memory()
+            out[key] = tensor.to(device, non_blocking=True)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_entry(entry: dict) -> str:
+    parts = [f"epoch {entry['epoch']}"]
+    for key, value in entry.items():
+        if key != "epoch" and isinstance(value, float):
+            parts.append(f"{key} {value:.4f}")
+    return "  ".join(parts)

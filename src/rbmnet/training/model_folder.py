@@ -1,0 +1,59 @@
+"""Where a trained model lives and what its folder is called (DESIGN section 5).
+
+The model id names architecture, initialisation, training fraction and plan, so that pretrained vs
+scratch models and different fractions never overwrite each other:
+    pretext__resunet__plans
+    seg__resunet__rbm__frac0.2__plans          (fold folders fold_0 .. fold_4, or fold_all)
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import write_json
+from rbmnet.paths import results_dataset_dir
+from rbmnet.training.checkpoint import FINAL, LATEST
+
+
+def pretext_model_id(architecture: str, plans_name: str, seed_tag: str = "") -> str:
+    return f"pretext__{architecture}__{plans_name}{seed_tag}"
+
+
+def segmentation_model_id(architecture: str, init_tag: str, fraction: float, plans_name: str,
+                          label_noise: float = 0.0, seed_tag: str = "") -> str:
+    noise = f"__noise{label_noise:g}" if label_noise else ""
+    return f"seg__{architecture}__{init_tag}__frac{fraction:g}__{plans_name}{noise}{seed_tag}"
+
+
+def seed_tag(seed: int, plan_seed: int) -> str:
+    return "" if seed == plan_seed else f"__seed{seed}"
+
+
+def fold_folder_name(fold: int | str) -> str:
+    return f"fold_{fold}"
+
+
+def prepare_model_folder(dataset_name: str, model_id: str, plan: dict, dataset_json: dict) -> Path:
+    folder = results_dataset_dir(dataset_name) / model_id
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "plans.json", plan)
+    write_json(folder / "dataset.json", dataset_json)
+    return folder
+
+
+def prepare_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to silently restart or clobber a run: a checkpoint means --continue or --overwrite."""
+    has_checkpoint = (folder / LATEST).exists() or (folder / FINAL).exists()
+    if resume and not (folder / LATEST).exists():
+        raise RbmnetError(f"{folder}: nothing to continue (no {LATEST})")
+    if has_checkpoint and not resume:
+        if not overwrite:
+            raise RbmnetError(f"{folder}: already has a checkpoint; pass --continue to resume it "
+                              f"or --overwrite to train again from the start")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def is_finished(folder: Path) -> bool:
+    return (folder / FINAL).is_file()

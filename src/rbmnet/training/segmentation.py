@@ -1,0 +1,146 @@
+"""`rbmnet_train seg FOLD`: fine-tune for teeth segmentation on a fraction of the labels.
+
+Recipe (paper): input = [radiograph, its Sobel image], the pretext network with a new output head,
+loss 0.7 Dice + 0.3 BCE (weights in the plan), trained on a seeded fraction of the fold's training
+split; validation is the fold's whole validation split, reported from the final checkpoint.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import read_json, write_json
+from rbmnet.networks import build_network
+from rbmnet.paths import results_dataset_dir
+from rbmnet.training import batches
+from rbmnet.training.checkpoint import FINAL
+from rbmnet.training.device import resolve_device
+from rbmnet.training.fraction import training_subset
+from rbmnet.training.initialisation import load_pretrained
+from rbmnet.training.loop import TrainingRun, resume, train
+from rbmnet.training.losses import dice_bce_loss
+from rbmnet.training.model_folder import (fold_folder_name, prepare_model_folder, prepare_run_folder,
+                                          pretext_model_id, segmentation_model_id)
+from rbmnet.training.optimizers import build_optimizer
+from rbmnet.training.seg_validation import validate_fold, write_crossval_if_several
+from rbmnet.training.setup import StageInputs
+from rbmnet.training.sobel import network_input
+
+MAX_EPOCH_VALIDATION_CASES = 32  # per-epoch pseudo Dice on a fixed subset; the final report uses all
+
+
+def output_channels(plan) -> int:
+    if plan.segmentation.task == "binary":
+        return 1
+    raise RbmnetError(f"segmentation task '{plan.segmentation.task}' is not supported yet (binary)")
+
+
+def fold_split(preprocessed_dir: Path, fold: str, labeled: list[str]) -> tuple[list[str], list[str]]:
+    if fold == "all":
+        return sorted(labeled), []
+    splits_path = preprocessed_dir / "splits_final.json"
+    if not splits_path.is_file():
+        raise RbmnetError(f"{splits_path}: missing; run rbmnet_plan_and_preprocess first")
+    splits = read_json(splits_path)
+    index = int(fold)
+    if not 0 <= index < len(splits):
+        raise RbmnetError(f"fold {fold} does not exist: {splits_path} has folds 0..{len(splits) - 1} (or 'all')")
+    return splits[index]["train"], splits[index]["val"]
+
+
+def resolve_initialisation(init: str | None, dataset_name: str, architecture: str, plans_name: str) -> tuple[str, Path | None]:
+    """'pretext' | 'scratch' | a checkpoint path | None (pretext when one exists) -> (tag for the id, path)."""
+    pretext_checkpoint = results_dataset_dir(dataset_name) / pretext_model_id(architecture, plans_name) / FINAL
+    if init is None:
+        init = "pretext" if pretext_checkpoint.is_file() else "scratch"
+    if init == "scratch":
+        return "scratch", None
+    if init == "pretext":
+        if not pretext_checkpoint.is_file():
+            raise RbmnetError(f"{pretext_checkpoint}: no finished pretext training for {architecture}/{plans_name}; "
+                              f"run rbmnet_train pretext first or pass --init scratch")
+        return "rbm", pretext_checkpoint
+    path = Path(init)
+    if not path.is_file():
+        raise RbmnetError(f"--init {init}: not 'pretext', 'scratch' or an existing checkpoint file")
+    return f"init-{path.parent.name}", path
+
+
+def seg_batch_loss(network, batch: dict, dice_weight: float, bce_weight: float) -> torch.Tensor:
+    logits = network(network_input(batch["image"]))
+    return dice_bce_loss(logits.float(), batch["target"], dice_weight=dice_weight, bce_weight=bce_weight)
+
+
+def pseudo_dice(network, images: np.ndarray, targets: np.ndarray, device, batch_size: int, threshold: float) -> dict:
+    """Dice over a fixed validation subset at the preprocessed size (a progress signal only)."""
+    if len(images) == 0:
+        return {}
+    intersection, total = 0.0, 0.0
+    for start in range(0, len(images), batch_size):
+        image = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
+        target = torch.from_numpy(targets[start:start + batch_size])[:, None].to(device)
+        predicted = (torch.sigmoid(network(network_input(image)).float()) > threshold).float()
+        intersection += (predicted * target).sum().item()
+        total += predicted.sum().item() + target.sum().item()
+    return {"val_pseudo_dice": 2 * intersection / total if total else 1.0}
+
+
+def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = None, init: str | None = None,
+                     device_name: str = "auto", num_workers: int = 2, resume_run: bool = False,
+                     overwrite: bool = False, model_tag: str = "", label_noise: float = 0.0) -> Path:
+    plan = inputs.plan
+    architecture = architecture or plan.network.architecture
+    plan = replace(plan, network=replace(plan.network, architecture=architecture))
+    config = plan.segmentation
+    device = resolve_device(device_name)
+    labeled = inputs.data.names("labeled")
+    train_split, val_split = fold_split(inputs.preprocessed_dir, fold, labeled)
+    subset = training_subset(train_split, config.fraction, len(labeled), plan.seed, fold)
+
+    init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name)
+    model_id = segmentation_model_id(architecture, init_tag, config.fraction, plan.plans_name, label_noise, model_tag)
+    model_folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
+    folder = model_folder / fold_folder_name(fold)
+    prepare_run_folder(folder, resume_run, overwrite)
+    write_json(folder / "training_cases.json", {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
+                                                "cases": subset, "validation_cases": val_split})
+
+    torch.manual_seed(plan.seed)
+    network = build_network(plan.network, output_channels(plan)).to(device)
+    if init_path is not None and not resume_run:
+        tqdm.write(load_pretrained(network, init_path, plan.to_dict()["network"]).describe())
+    else:
+        tqdm.write("initialised from scratch" if init_path is None else f"resuming; initialisation was {init_path}")
+
+    epoch_val = val_split[:MAX_EPOCH_VALIDATION_CASES]
+    val_images = np.stack([inputs.data.image(n) for n in epoch_val]).astype(np.float32) if epoch_val else np.zeros(0)
+    val_targets = (np.stack([inputs.data.label(n) for n in epoch_val]) > 0).astype(np.float32) if epoch_val else np.zeros(0)
+    meta = {"stage": "segmentation", "architecture": architecture, "model_id": model_id, "fold": fold,
+            "output_channels": output_channels(plan), "task": config.task, "fraction": config.fraction,
+            "seed": plan.seed, "initialisation": str(init_path) if init_path else "scratch",
+            "label_noise": label_noise, "labels": inputs.dataset_json["labels"]}
+    run = TrainingRun(
+        folder=folder, network=network, optimizer=build_optimizer(network, config), device=device,
+        epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
+        make_batch=batches.batch_function(inputs.data.folder, subset, plan, "seg", plan.seed),
+        batch_loss=functools.partial(seg_batch_loss, dice_weight=config.dice_weight, bce_weight=config.bce_weight),
+        validate=functools.partial(pseudo_dice, images=val_images, targets=val_targets, device=device,
+                                   batch_size=config.batch_size, threshold=config.threshold),
+        checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": meta},
+        learning_rate=config.learning_rate, num_workers=num_workers, lr_schedule=config.lr_schedule,
+        curves=["train_loss", "val_pseudo_dice"], title=f"{model_id} fold {fold}")
+    tqdm.write(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
+               f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases, "
+               f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {config.batch_size}, device {device}")
+    log = resume(run) if resume_run else None
+    train(run, log)
+    if val_split:
+        validate_fold(folder, network, inputs, val_split, device, plan, meta)
+        write_crossval_if_several(model_folder)
+    return model_folder
