@@ -254,3 +254,13 @@ def test_splits_use_plan_seed(roots):
     plan_and_preprocess("Tiny", num_processes=1, verbose=False, overrides={"seed": 7})
     splits = read_json(preprocessed_root() / "Tiny" / "splits_final.json")
     assert splits == make_splits([f"lab{i:03d}" for i in range(12)], seed=7)
+
+
+def test_batch_size_override_rederives_iterations(roots):
+    from rbmnet.planning.planner import generate_plan
+
+    fingerprint = {"aggregate": {"median_shape": [256, 256]}, "num_labeled": 100, "num_unlabeled": 100,
+                   "num_test": 0}
+    plan = generate_plan(fingerprint, "X", overrides={"pretext.batch_size": 10}, gpu_memory_gb=80)
+    assert plan.pretext.batch_size == 10
+    assert plan.pretext.iterations_per_epoch == 18  # ceil(180 pretext images / 10): one pass per epoch

@@ -165,8 +165,11 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
     images = fingerprint["num_labeled"] + fingerprint["num_unlabeled"]
     pretext_cases = max(1, images - math.ceil(images * plan.pretext.validation_fraction))
     seg_cases = fold_training_cases(fingerprint["num_labeled"], plan.segmentation.fraction)
-    plan.pretext.batch_size = batch_size_for(budget.budget_bytes, sample, state, pretext_cases)
-    plan.segmentation.batch_size = batch_size_for(budget.budget_bytes, sample, state, seg_cases)
+    # an explicit batch size is taken before iterations are derived from it (one pass per epoch)
+    plan.pretext.batch_size = overrides.get("pretext.batch_size") or batch_size_for(
+        budget.budget_bytes, sample, state, pretext_cases)
+    plan.segmentation.batch_size = overrides.get("segmentation.batch_size") or batch_size_for(
+        budget.budget_bytes, sample, state, seg_cases)
     plan.pretext.iterations_per_epoch = math.ceil(pretext_cases / plan.pretext.batch_size)
     plan.segmentation.iterations_per_epoch = max(MIN_SEGMENTATION_ITERATIONS,
                                                  math.ceil(seg_cases / plan.segmentation.batch_size))
