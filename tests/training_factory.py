@@ -1,0 +1,36 @@
+"""A tiny synthetic dataset, planned for fast CPU training, shared by the training tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TINY_PLAN = {
+    "network.features_per_stage": [8, 16, 32, 64, 128],
+    "pretext.batch_size": 4, "pretext.iterations_per_epoch": 4, "pretext.epochs": 2,
+    "pretext.learning_rate": 0.002,
+    "segmentation.batch_size": 4, "segmentation.iterations_per_epoch": 4, "segmentation.epochs": 2,
+    "segmentation.learning_rate": 0.002,
+    "augmentation.num_workers": 0,
+}
+
+
+def make_tiny_dataset(root: Path, name: str = "Tiny", num_labeled: int = 15, num_unlabeled: int = 5) -> dict[str, str]:
+    """Write raw + preprocessed data under `root`; returns the environment that points rbmnet at it."""
+    env = {"RBMNET_RAW": str(root / "raw"), "RBMNET_PREPROCESSED": str(root / "pre"),
+           "RBMNET_RESULTS": str(root / "results")}
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from rbmnet.cli.plan_and_preprocess import plan_and_preprocess
+        from rbmnet.conversion.synthetic import write_synthetic_dataset
+
+        write_synthetic_dataset(name, num_labeled=num_labeled, num_unlabeled=num_unlabeled, num_test=2,
+                                height=64, width=128, seed=3, progress=False)
+        plan_and_preprocess(name, num_processes=1, overrides=dict(TINY_PLAN), input_size=[64, 128], verbose=False)
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return env
