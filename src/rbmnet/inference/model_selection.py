@@ -1,0 +1,122 @@
+"""Which trained model predicts: the model folder (a path, an id, or the newest) and its folds.
+
+A model folder (DESIGN section 5) holds plans.json, dataset.json and fold_<k>/checkpoint_final.pt;
+a fold counts as trained only once its final checkpoint exists (checkpoint_latest is mid-training).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rbmnet.errors import RbmnetError
+from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
+from rbmnet.training.checkpoint import FINAL
+
+SEGMENTATION_PREFIX = "seg__"
+
+
+@dataclass
+class ModelChoice:
+    folder: Path
+    folds: list[str]
+    how: str  # why this model: "given" or "newest segmentation model of <name>"
+
+
+def trained_folds(model_folder: Path) -> list[str]:
+    """Fold names ('0', '1', ..., 'all') whose final checkpoint exists, numbered folds in numeric order."""
+    names = [p.parent.name.removeprefix("fold_") for p in Path(model_folder).glob(f"fold_*/{FINAL}")]
+    return sorted(names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
+
+
+def default_folds(model_folder: Path) -> list[str]:
+    """Every trained numbered fold (the cross-validation ensemble); 'all' only when nothing else exists."""
+    folds = trained_folds(model_folder)
+    numbered = [f for f in folds if f.isdigit()]
+    return numbered or folds
+
+
+def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:
+    model_folder = Path(model_folder)
+    if not model_folder.is_dir():
+        raise RbmnetError(f"{model_folder}: model folder does not exist")
+    available = trained_folds(model_folder)
+    if not available and (model_folder / FINAL).is_file():
+        raise RbmnetError(f"{model_folder}: is one fold of a model; pass its parent folder and "
+                          f"-f {model_folder.name.removeprefix('fold_')}")
+    if not available:
+        raise RbmnetError(f"{model_folder}: no trained fold (no fold_*/{FINAL}); finish rbmnet_train seg first")
+    if not folds:
+        return default_folds(model_folder)
+    missing = [f for f in folds if f not in available]
+    if missing:
+        raise RbmnetError(f"{model_folder}: fold(s) {', '.join(missing)} not trained "
+                          f"(trained: {', '.join(available)})")
+    return list(dict.fromkeys(folds))  # keep the order given, drop repeats
+
+
+def newest_segmentation_model(dataset_dir: Path) -> Path:
+    """The segmentation model folder whose newest final checkpoint is the most recent."""
+    newest: tuple[float, Path] | None = None
+    for folder in dataset_dir.glob(f"{SEGMENTATION_PREFIX}*"):
+        times = [p.stat().st_mtime for p in folder.glob(f"fold_*/{FINAL}")]
+        if times and (newest is None or max(times) > newest[0]):
+            newest = (max(times), folder)
+    if newest is None:
+        raise RbmnetError(f"{dataset_dir}: no trained segmentation model; run rbmnet_train seg first")
+    return newest[1]
+
+
+def model_dataset_name(model_folder: Path) -> str | None:
+    path = Path(model_folder) / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise RbmnetError(f"{path}: not a valid dataset.json") from None
+
+
+def choose_model(dataset: str | None, model: str | None, folds: list[str] | None = None) -> ModelChoice:
+    """Resolve --model (a folder path or a model id under rbmnet_results/<dataset>/) and -f.
+
+    Without --model: the newest segmentation model of the dataset. A model trained on another
+    dataset than -d names is refused: its labels and preprocessing belong to other images.
+    """
+    if model is not None and Path(model).expanduser().is_dir():
+        folder = Path(model).expanduser().absolute()
+        how = "given"
+        trained_on = model_dataset_name(folder)
+        if dataset is not None and trained_on is not None and trained_on != dataset:
+            raise RbmnetError(f"{folder}: model was trained on dataset '{trained_on}', not '{dataset}'")
+    else:
+        dataset = _results_dataset(dataset)
+        dataset_dir = results_dataset_dir(dataset)
+        if model is None:
+            folder, how = newest_segmentation_model(dataset_dir), f"newest segmentation model of {dataset}"
+        else:
+            folder, how = dataset_dir / model, "given"
+            if not folder.is_dir():
+                raise RbmnetError(f"--model {model}: neither a folder nor a model id in {dataset_dir} "
+                                  f"(models: {', '.join(_model_ids(dataset_dir)) or 'none'})")
+        trained_on = model_dataset_name(folder)
+        if trained_on is not None and trained_on != dataset:
+            raise RbmnetError(f"{folder}: model was trained on dataset '{trained_on}', not '{dataset}'")
+    return ModelChoice(folder=folder, folds=select_folds(folder, folds), how=how)
+
+
+def _results_dataset(name: str | None) -> str:
+    """-d, or the only dataset that has trained models; names the results root when it cannot tell."""
+    root = results_root()
+    names = existing_datasets(root)
+    if name is None and len(names) == 1:
+        return names[0]
+    if name is None or name not in names:
+        listing = ", ".join(names) or "none"
+        what = "choose one with -d" if name is None else f"no trained models for dataset '{name}'"
+        raise RbmnetError(f"{what} in {root} (datasets with models: {listing})")
+    return name
+
+
+def _model_ids(dataset_dir: Path) -> list[str]:
+    return sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()) if dataset_dir.is_dir() else []

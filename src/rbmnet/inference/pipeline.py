@@ -1,0 +1,240 @@
+"""Read -> infer -> write with the three overlapping, so the device is not idle while files are decoded.
+
+Reader threads decode and preprocess a bounded number of files ahead (in input order); the main
+thread batches them through the network; writer threads resize the probabilities back to each
+image's size, threshold and encode the PNGs. Threads suffice: PIL's decoders, zlib, scikit-image's
+resampling and torch all release the GIL for their heavy parts, and threads share the arrays
+without pickling. A file that cannot be read or written becomes a Failure; the others go on.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from rbmnet.errors import RbmnetError
+from rbmnet.inference.masks import probabilities_to_mask
+from rbmnet.inference.overlay import display_gray, overlay
+from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file, read_image, write_png
+from rbmnet.preprocessing.transforms import preprocess_image, restore_probabilities
+
+PROBABILITIES_FOLDER = "probabilities"
+OVERLAYS_FOLDER = "overlays"
+
+
+@dataclass
+class Failure:
+    file: str  # the input's file name
+    reason: str
+
+
+@dataclass
+class PredictionReport:
+    predicted: list[str] = field(default_factory=list)  # input file names with new outputs
+    skipped: list[str] = field(default_factory=list)  # already done (resume)
+    failures: list[Failure] = field(default_factory=list)
+    # seconds spent per stage, summed over threads (stages overlap, so they add up to more than the wall time)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.predicted) + len(self.skipped) + len(self.failures)
+
+
+@dataclass
+class OutputSettings:
+    output_dir: Path
+    threshold: float
+    save_probabilities: bool = False  # uint8 PNG, probability * 255, in <output_dir>/probabilities/
+    overlay: bool = False  # RGB PNG in <output_dir>/overlays/
+
+    def paths(self, source: Path) -> dict[str, Path]:
+        name = f"{source.stem}.png"
+        paths = {"mask": self.output_dir / name}
+        if self.save_probabilities:
+            paths["probabilities"] = self.output_dir / PROBABILITIES_FOLDER / name
+        if self.overlay:
+            paths["overlay"] = self.output_dir / OVERLAYS_FOLDER / name
+        return paths
+
+    def is_done(self, source: Path) -> bool:
+        return all(p.is_file() for p in self.paths(source).values())
+
+
+@dataclass
+class LoadedCase:
+    source: Path
+    image: np.ndarray  # preprocessed, the plan's input size
+    properties: dict  # what maps the prediction back (original shape, clip values)
+    raw: np.ndarray | None  # the decoded radiograph, kept only for the overlay
+
+
+class StageClock:
+    """Thread-safe sums of seconds per named stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def measure(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def list_inputs(input_dir: Path) -> list[Path]:
+    """Every visible regular file: non-images are reported as failures, not silently ignored."""
+    return sorted(p for p in Path(input_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def claim_output_names(files: list[Path]) -> tuple[list[Path], list[Failure]]:
+    """One output per stem: 'a.png' and 'a.tif' would both write a.png, so the second one fails."""
+    owners: dict[str, Path] = {}
+    kept, clashes = [], []
+    for path in files:
+        if not is_image_file(path):
+            kept.append(path)  # fails when read, with the reason
+        elif path.stem in owners:
+            clashes.append(Failure(path.name, f"output {path.stem}.png already comes from {owners[path.stem].name}"))
+        else:
+            owners[path.stem] = path
+            kept.append(path)
+    return kept, clashes
+
+
+def load_case(path: Path, input_size, normalization, keep_raw: bool, clock: StageClock) -> LoadedCase | Failure:
+    try:
+        if not is_image_file(path):
+            return Failure(path.name, f"not an image file (reads {', '.join(IMAGE_SUFFIXES)})")
+        with clock.measure("decode"):
+            raw = read_image(path)
+        with clock.measure("preprocess"):
+            image, properties = preprocess_image(raw, input_size, normalization)
+        return LoadedCase(path, image, properties, raw if keep_raw else None)
+    except Exception as exc:  # one bad file must not stop the others
+        return Failure(path.name, _reason(exc, path))
+
+
+def write_case(case: LoadedCase, probability: np.ndarray, settings: OutputSettings,
+               clock: StageClock) -> Failure | None:
+    """(C,h,w) probabilities at the input size -> mask (and extras) at the original size."""
+    try:
+        with clock.measure("write"):
+            paths = settings.paths(case.source)
+            restored = restore_probabilities(probability, case.properties["original_shape"])
+            mask = probabilities_to_mask(restored, settings.threshold)
+            if "probabilities" in paths:
+                write_png(paths["probabilities"], np.round(np.clip(restored[0], 0, 1) * 255).astype(np.uint8))
+            if "overlay" in paths:
+                gray = display_gray(case.raw, case.properties["clip_low"], case.properties["clip_high"])
+                write_png(paths["overlay"], overlay(gray, mask))
+            write_png(paths["mask"], mask)  # last: an existing mask means the case is complete (resume)
+        return None
+    except Exception as exc:
+        return Failure(case.source.name, _reason(exc, case.source))
+
+
+def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray], input_size, normalization,
+                 settings: OutputSettings, batch_size: int = 4, num_workers: int = 2,
+                 progress: bool = True) -> PredictionReport:
+    """Predict every file; `predict` maps (B,H,W) preprocessed images to (B,C,H,W) probabilities."""
+    report, clock = PredictionReport(), StageClock()
+    lookahead = 2 * batch_size + num_workers  # enough to fill the next batch while this one runs
+    bar = tqdm(total=len(files), unit="image", disable=not progress, dynamic_ncols=True)
+
+    def record(outcome: Failure | None, case_name: str) -> None:
+        if outcome is None:
+            report.predicted.append(case_name)
+        else:
+            report.failures.append(outcome)
+            tqdm.write(f"failed: {outcome.file}: {outcome.reason}")
+        bar.update(1)
+
+    with _executor(num_workers) as readers, _executor(num_workers) as writers:
+        pending_writes: deque[tuple[Future, str]] = deque()
+
+        def infer_and_hand_over(batch: list[LoadedCase]) -> None:
+            with clock.measure("forward"):
+                batch_probabilities = predict(np.stack([case.image for case in batch]))
+            for case, probability in zip(batch, batch_probabilities):
+                pending_writes.append((writers.submit(write_case, case, probability, settings, clock), case.source.name))
+            while len(pending_writes) > lookahead:  # bound the memory held by finished-but-unwritten cases
+                future, name = pending_writes.popleft()
+                record(future.result(), name)
+
+        load = functools.partial(load_case, input_size=input_size, normalization=normalization,
+                                 keep_raw=settings.overlay, clock=clock)
+        batch: list[LoadedCase] = []
+        for loaded in _prefetched(readers, load, files, lookahead):
+            if isinstance(loaded, Failure):
+                record(loaded, loaded.file)
+                continue
+            batch.append(loaded)
+            if len(batch) == batch_size:
+                infer_and_hand_over(batch)
+                batch = []
+        if batch:
+            infer_and_hand_over(batch)
+        while pending_writes:
+            future, name = pending_writes.popleft()
+            record(future.result(), name)
+    bar.close()
+    report.stage_seconds = dict(clock.seconds)
+    return report
+
+
+def _prefetched(executor, function, items: Iterable, depth: int) -> Iterator:
+    """function(item) for each item, in order, with at most `depth` submitted ahead of the consumer."""
+    items = iter(items)
+    pending: deque[Future] = deque(executor.submit(function, item) for _, item in zip(range(depth), items))
+    while pending:
+        result = pending.popleft().result()
+        for item in items:  # top up by one
+            pending.append(executor.submit(function, item))
+            break
+        yield result
+
+
+class _InlineExecutor:
+    """num_workers=0: run everything in the calling thread (for debugging and profiling)."""
+
+    def submit(self, function, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever calls result()
+            future.set_exception(exc)
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def _executor(num_workers: int):
+    if num_workers <= 0:
+        return _InlineExecutor()
+    return ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="rbmnet-io")
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """The message without the file name the failure row already shows."""
+    text = str(exc) if isinstance(exc, RbmnetError) else f"{exc.__class__.__name__}: {exc}"
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        text = text.removeprefix(prefix)
+    return text

@@ -1,0 +1,165 @@
+"""Load the folds of a segmentation model, average their probabilities, predict a folder (`predict_folder`).
+
+Probabilities are averaged BEFORE thresholding (as nnU-Net does): a pixel two folds call 0.45 and
+0.7 is tooth (0.575), which a vote of the two masks could not decide.
+"""
+from __future__ import annotations
+
+import ctypes
+import csv
+import functools
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rbmnet.errors import RbmnetError
+from rbmnet.inference.model_selection import select_folds
+from rbmnet.inference.pipeline import (Failure, OutputSettings, PredictionReport, claim_output_names, list_inputs,
+                                       run_pipeline)
+from rbmnet.inference.probabilities import probabilities
+from rbmnet.io.atomic import write_text
+from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file
+from rbmnet.networks import build_network
+from rbmnet.planning.plan import Plan
+from rbmnet.training.checkpoint import FINAL, load_checkpoint
+from rbmnet.training.device import resolve_device
+from rbmnet.training.model_folder import fold_folder_name
+
+FAILURES_CSV = "failures.csv"
+
+
+@dataclass
+class Ensemble:
+    networks: list[torch.nn.Module]
+    plan: Plan  # preprocessing (input size, normalization) and the threshold come from here
+    folds: list[str]
+    device: torch.device
+    model_id: str
+    dataset_json: dict
+
+    @property
+    def threshold(self) -> float:
+        return self.plan.segmentation.threshold
+
+    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(B,H,W) preprocessed float images -> (B,C,H,W) float32 probabilities, the mean over folds."""
+        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None].to(self.device)
+        total = None
+        # inference_mode: no autograd bookkeeping at all (cheaper than no_grad alone)
+        with torch.inference_mode():
+            for network in self.networks:
+                fold_probabilities = probabilities(network, batch, tta=tta)
+                total = fold_probabilities if total is None else total + fold_probabilities
+            return (total / len(self.networks)).cpu().numpy()
+
+
+def load_ensemble(model_folder: Path, folds: list[str], device: torch.device) -> Ensemble:
+    """Build and load each fold's network from its final checkpoint; all folds must share preprocessing."""
+    networks, plan, first = [], None, None
+    for fold in folds:
+        path = Path(model_folder) / fold_folder_name(fold) / FINAL
+        checkpoint = load_checkpoint(path)
+        meta = checkpoint.get("meta") or {}
+        if meta.get("stage") != "segmentation":
+            raise RbmnetError(f"{path}: a {meta.get('stage', 'unknown')} checkpoint, not a segmentation model")
+        if meta.get("task", "binary") != "binary" or meta.get("output_channels", 1) != 1:
+            raise RbmnetError(f"{path}: only binary (tooth vs background) models can predict so far")
+        fold_plan = Plan.from_dict(checkpoint["plan"], source=f"{path} plan")
+        if plan is None:
+            plan, first = fold_plan, (fold, checkpoint)
+        elif (fold_plan.input_size, fold_plan.normalization) != (plan.input_size, plan.normalization):
+            raise RbmnetError(f"{model_folder}: folds {first[0]} and {fold} were trained with different input "
+                              f"size or normalization; predict with them separately (-f)")
+        network = build_network(fold_plan.network, meta.get("output_channels", 1), meta.get("architecture"))
+        try:
+            network.load_state_dict(checkpoint["network"])
+        except RuntimeError as exc:
+            raise RbmnetError(f"{path}: weights do not fit the plan's network ({str(exc).splitlines()[0]})") from None
+        # channels_last: oneDNN's convolutions run ~25 % faster on CPU without layout reorders (measured,
+        # benchmarks/predict_speed.py); on CUDA it is the layout tensor cores prefer
+        networks.append(network.to(device, memory_format=torch.channels_last).eval())
+    _, checkpoint = first
+    return Ensemble(networks=networks, plan=plan, folds=list(folds), device=device,
+                    model_id=checkpoint["meta"].get("model_id", Path(model_folder).name),
+                    dataset_json=checkpoint.get("dataset_json") or {})
+
+
+def predict_folder(input_dir, output_dir, model_folder, folds: list[str] | None = None, tta: bool = False,
+                   device: str = "auto", batch_size: int = 4, num_workers: int = 2, save_probabilities: bool = False,
+                   overlay: bool = False, resume: bool = False, progress: bool = True) -> PredictionReport:
+    """Predict a mask (0/255 PNG, original size, name stem + '.png') for every image in `input_dir`.
+
+    Unreadable and non-image files become failures (also written to <output_dir>/failures.csv) and do
+    not stop the others; bad arguments (folders, model, folds) raise RbmnetError before any work.
+    On CPU it calls `reuse_freed_memory` (a process-wide malloc setting that halves the time; see there).
+    """
+    input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()
+    files = check_folders(input_dir, output_dir)
+    if batch_size < 1:
+        raise RbmnetError(f"batch size must be at least 1, got {batch_size}")
+    folds = select_folds(Path(model_folder), folds)
+    ensemble = load_ensemble(Path(model_folder), folds, resolve_device(device))
+    if ensemble.device.type == "cpu":
+        reuse_freed_memory()
+    settings = OutputSettings(output_dir, ensemble.threshold, save_probabilities, overlay)
+
+    files, clashes = claim_output_names(files)
+    done = {p for p in files if resume and is_image_file(p) and settings.is_done(p)}
+    todo = [p for p in files if p not in done]
+    report = run_pipeline(todo, functools.partial(ensemble.predict, tta=tta), ensemble.plan.input_size,
+                          ensemble.plan.normalization, settings, batch_size, num_workers, progress)
+    report.skipped = sorted(p.name for p in done)
+    report.failures = clashes + report.failures
+    write_failures(output_dir, report.failures)
+    return report
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc keep freed large blocks for reuse instead of unmapping them (process-wide, Linux only).
+
+    Every forward pass allocates the same large activations (tens of MB each); by default glibc
+    returns them to the OS at once and the next pass faults them back in page by page, which cost
+    ~40 % of the CPU time of a 512x512 prediction (measured). Memory then stays at its peak, which
+    the next batch needs anyway. Returns whether the setting took effect.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        # mallopt returns 1 on success; M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 (malloc.h).
+        # Old glibc caps the mmap threshold at 32 MiB (64-bit): then blocks above it stay mmapped.
+        mmap_ok = libc.mallopt(-3, 1 << 30) or libc.mallopt(-3, 32 << 20)
+        return bool(mmap_ok) and bool(libc.mallopt(-1, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+
+
+def check_folders(input_dir: Path, output_dir: Path) -> list[Path]:
+    """The input files; refuses a missing or image-less input and an output inside the input."""
+    if not input_dir.is_dir():
+        raise RbmnetError(f"{input_dir}: input folder does not exist")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RbmnetError(f"{output_dir}: output path exists and is not a folder")
+    if output_dir.resolve().is_relative_to(input_dir.resolve()):
+        raise RbmnetError(f"{output_dir}: output folder lies inside the input folder {input_dir}; choose another")
+    files = list_inputs(input_dir)
+    if not any(is_image_file(p) for p in files):
+        raise RbmnetError(f"{input_dir}: no images to predict (reads {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def write_failures(output_dir: Path, failures: list[Failure]) -> None:
+    """failures.csv (file, reason) when something failed; a stale one from an earlier run is removed."""
+    path = output_dir / FAILURES_CSV
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "reason"])
+    writer.writerows([f.file, f.reason] for f in failures)
+    write_text(path, text.getvalue())
