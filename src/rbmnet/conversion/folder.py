@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image
 
 from rbmnet.conversion.writer import (ConversionResult, check_values_fit_numbering, detect_tooth_numbering,
-                                      finish_dataset, labels_for, map_cases, refuse_existing,
+                                      finish_dataset, labels_for, refuse_existing,
                                       staged_dataset_dir, write_case)
 from rbmnet.errors import RbmnetError
+from rbmnet.parallel import map_cases
 from rbmnet.io.images import case_name, is_image_file, read_image, read_label
 from rbmnet.paths import raw_root
 
@@ -143,8 +144,8 @@ def convert_folder(name: str, images_dir: Path, labels_dir: Path, unlabeled_dir:
     if not any(item.split == "train" for item in cases):
         raise RbmnetError(f"{images_dir}: no image has a label in {labels_dir}")
     with staged_dataset_dir(name, overwrite) as dataset_dir:
-        outcomes = map_cases(functools.partial(convert_case, dataset_dir=dataset_dir), cases,
-                             num_processes, desc=f"converting {name}", progress=progress)
+        outcomes = list(map_cases(functools.partial(convert_case, dataset_dir=dataset_dir), cases,
+                                  num_processes, f"converting {name}", progress))
         # keyed by label file, so that a value outside the numbering names the file holding it
         values_by_file = {str(item.label_path): set(o.label_values)
                           for item, o in zip(cases, outcomes) if item.label_path is not None}

@@ -32,10 +32,11 @@ import numpy as np
 from PIL import Image
 from skimage.draw import polygon as fill_polygon
 
-from rbmnet.conversion.writer import (ConversionResult, finish_dataset, map_cases, refuse_existing,
+from rbmnet.conversion.writer import (ConversionResult, finish_dataset, refuse_existing,
                                       staged_dataset_dir, write_case)
 from rbmnet.data.dataset_json import tooth_labels
 from rbmnet.errors import RbmnetError
+from rbmnet.parallel import map_cases
 from rbmnet.io.images import is_image_file, read_image
 from rbmnet.paths import raw_root
 
@@ -219,8 +220,8 @@ def convert_supervisely(project_dir: Path, name: str, to_fdi: bool = False, num_
     titles, skipped = _titles_and_skipped(items, read_meta_titles(project_dir))
     values, numbering = class_values(titles, to_fdi) if titles else ({}, None)
     with staged_dataset_dir(name, overwrite) as dataset_dir:
-        splits = map_cases(functools.partial(convert_item, dataset_dir=dataset_dir, values=values), items,
-                           num_processes, desc=f"converting {name}", progress=progress)
+        splits = list(map_cases(functools.partial(convert_item, dataset_dir=dataset_dir, values=values), items,
+                                num_processes, f"converting {name}", progress))
         if "train" not in splits:
             raise RbmnetError(f"{project_dir}: no annotation holds a polygon or bitmap object")
         labels = tooth_labels(numbering) if numbering else {"background": 0, **values}

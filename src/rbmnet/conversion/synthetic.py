@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from rbmnet.conversion.writer import (ConversionResult, finish_dataset, map_cases, staged_dataset_dir,
+from rbmnet.conversion.writer import (ConversionResult, finish_dataset, staged_dataset_dir,
                                       write_case)
 from rbmnet.data.dataset_json import tooth_labels
 from rbmnet.errors import RbmnetError
+from rbmnet.parallel import map_cases
 from rbmnet.paths import raw_root
 
 MIN_SIZE = 32
@@ -364,7 +365,7 @@ def write_synthetic_dataset(name: str = "Teeth", num_labeled: int = 40, num_unla
             + [("test", i) for i in range(num_test)])
     with staged_dataset_dir(name, overwrite) as dataset_dir:
         write_one = functools.partial(_write_one, dataset_dir=dataset_dir, seed=seed, height=height, width=width)
-        map_cases(write_one, jobs, num_processes, desc=f"generating {name}", progress=progress)
+        list(map_cases(write_one, jobs, num_processes, f"generating {name}", progress))
         description = f"synthetic panoramic-like radiographs, seed {seed}, {width}x{height}"
         content = finish_dataset(dataset_dir, name, tooth_labels("FDI"), "FDI", description=description,
                                  source="rbmnet.conversion.synthetic")

@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from rbmnet.data.dataset_json import (FDI_TEETH, UNIVERSAL_TEETH, make_dataset_json, tooth_labels,
                                       write_dataset_json)
@@ -149,29 +147,3 @@ def finish_dataset(dataset_dir: Path, name: str, labels: dict[str, int], numberi
     return content
 
 
-def map_cases(function, items: list, num_processes: int = 1, desc: str = "converting",
-              progress: bool = True) -> list:
-    """`[function(item) for item in items]`, in `num_processes` worker processes, with a progress bar.
-
-    Results keep the order of `items`. The first error stops the remaining work and is raised here.
-    """
-    # disable=None: tqdm draws the bar on a terminal only, so logs and pipes stay clean
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=None if progress else True)
-    try:
-        if num_processes <= 1 or len(items) <= 1:
-            results = []
-            for item in items:
-                results.append(function(item))
-                bar.update()
-            return results
-        executor = ProcessPoolExecutor(max_workers=min(num_processes, len(items)))
-        try:
-            futures = [executor.submit(function, item) for item in items]
-            for future in as_completed(futures):
-                future.result()  # raise the first failure now rather than after every case ran
-                bar.update()
-            return [future.result() for future in futures]
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
-    finally:
-        bar.close()

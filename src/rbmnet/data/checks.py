@@ -12,18 +12,17 @@ Every problem is a one-line RbmnetError naming the case or file. Oddities with o
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.errors import RbmnetError
 from rbmnet.io.images import IMAGE_SUFFIXES, case_name, is_image_file, read_image, read_label
+from rbmnet.parallel import map_cases
 from rbmnet.paths import raw_root, resolve_dataset_name
 
 IMAGE_FOLDERS = {"labeled": "imagesTr", "unlabeled": "imagesUnlabeled", "test": "imagesTs"}
@@ -210,29 +209,6 @@ def check_dataset(name: str | None, num_processes: int = 1, verbose: bool = Fals
 
 def _check_one(task) -> list[tuple[str, str]]:
     return read_case(*task).notes
-
-
-def map_cases(function: Callable, tasks: list, num_processes: int, description: str,
-              verbose: bool) -> Iterator:
-    """Yield function(task) for every task, in order, from worker processes, with a progress bar.
-
-    A generator, so a caller can write each result away (e.g. into a memory map) before the next
-    arrives; the first RbmnetError from a worker is raised here.
-    """
-    bar = tqdm(total=len(tasks), desc=description, unit="case", disable=not verbose, leave=False)
-    try:
-        if num_processes <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                yield function(task)
-                bar.update()
-            return
-        with multiprocessing.Pool(min(num_processes, len(tasks))) as pool:
-            chunk = max(1, min(8, len(tasks) // (4 * num_processes)))
-            for result in pool.imap(function, tasks, chunksize=chunk):
-                yield result
-                bar.update()
-    finally:
-        bar.close()
 
 
 def raw_signature(inventory: DatasetInventory) -> str:

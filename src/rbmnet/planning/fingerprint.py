@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rbmnet.data.checks import DatasetInventory, map_cases, raw_signature, read_case, summarize_notes
+from rbmnet.data.checks import DatasetInventory, raw_signature, read_case, summarize_notes
+from rbmnet.parallel import map_cases
 from rbmnet.io.atomic import read_json, write_json
 
 FINGERPRINT_VERSION = 1

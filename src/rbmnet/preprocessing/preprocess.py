@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.format import open_memmap
 
-from rbmnet.data.checks import DatasetInventory, map_cases, raw_signature, read_case
+from rbmnet.data.checks import DatasetInventory, raw_signature, read_case
+from rbmnet.parallel import map_cases
 from rbmnet.io.atomic import read_json, write_json
 from rbmnet.planning.plan import NormalizationConfig, Plan
 from rbmnet.preprocessing.store import CaseRecord, records_to_json
