@@ -31,7 +31,7 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
                         overrides: dict | None = None, input_size=None, max_side: int = 512,
                         gpu_memory_gb: float | None = None, overwrite_plans: bool = False,
                         overwrite: bool = False, verbose: bool = True, overwrite_splits: bool = False,
-                        num_folds: int | None = None) -> Plan:
+                        num_folds: int | None = None, probe_batch_size: bool = False) -> Plan:
     """The whole command as a function (the demo calls it). Returns the plan in effect."""
     started = time.perf_counter()
     inventory = inventory_dataset(dataset_name)
@@ -42,8 +42,14 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
 
     plan_path = out_dir / f"{plans_name}.json"
     fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side, gpu_memory_gb)
+    probe = _probe_batch_size(fresh) if probe_batch_size else None
+    if probe is not None:
+        fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side,
+                              gpu_memory_gb, probe=probe)
     if plan_path.is_file() and not overwrite_plans:
         plan = _kept_plan(load_plan(plan_path), overrides, input_size)
+        if probe is not None:  # asked for explicitly: the measured batch sizes replace the kept ones
+            plan = _with_probed_batch_sizes(plan, fresh)
         differences = plan_differences(plan, fresh)
         plan_status = "kept existing"
     else:
@@ -85,6 +91,35 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
     return plan
 
 
+def _probe_batch_size(plan: Plan):
+    """Measure the batch size on this machine's GPU; without one, say so and keep the memory model's."""
+    import torch
+
+    from rbmnet.planning.batch_probe import probe_batch_size
+    from rbmnet.planning.planner import MAX_BATCH
+
+    if not torch.cuda.is_available():
+        warnings.warn("--probe-batch-size needs a CUDA GPU and this machine has none; the batch size comes "
+                      "from the memory model instead (or plan for a GPU with --gpu-memory-gb)", stacklevel=2)
+        return None
+    probe = probe_batch_size(plan.network, plan.input_size, largest=MAX_BATCH)
+    click.echo(f"batch size probe on {probe.device}: {probe.batch_size} fits in {probe.limit_bytes / GIB:.1f} GiB "
+               f"(peak GiB by batch size: " + ", ".join(
+                   f"{size}: {'out of memory' if peak is None else f'{peak / GIB:.1f}'}"
+                   for size, peak in sorted(probe.peaks.items())) + ")")
+    return probe
+
+
+def _with_probed_batch_sizes(plan: Plan, fresh: Plan) -> Plan:
+    keys = ("pretext.batch_size", "pretext.iterations_per_epoch", "segmentation.batch_size",
+            "segmentation.iterations_per_epoch")
+    values = {key: getattr(getattr(fresh, key.split(".")[0]), key.split(".")[1]) for key in keys}
+    plan = apply_overrides(plan, values)
+    plan.derivation = {**plan.derivation, "batch_size_rule": fresh.derivation["batch_size_rule"],
+                       "batch_size_probe": fresh.derivation["batch_size_probe"]}
+    return plan
+
+
 def _kept_plan(plan: Plan, overrides: dict | None, input_size) -> Plan:
     """An existing plan stays as the user left it, but explicit command-line values still apply."""
     explicit = dict(overrides or {})
@@ -112,6 +147,9 @@ def _hw(shape) -> str:
               help="Cap on the longer side of the derived input size.")
 @click.option("--gpu-memory-gb", type=float, default=None,
               help="Plan batch sizes for a GPU with this much memory (GiB) instead of this machine.")
+@click.option("--probe-batch-size", is_flag=True,
+              help="CUDA only: measure the batch size (training steps at growing sizes, the largest that fits "
+                   "with a margin) instead of estimating it; also updates a kept plan's batch sizes.")
 @click.option("--overwrite-plans", is_flag=True, help="Replace an existing plan (by default it is kept).")
 @click.option("--overwrite", is_flag=True, help="Preprocess again even when the data are up to date.")
 @click.option("--overwrite-splits", is_flag=True, help="Replace an existing splits_final.json.")
@@ -120,8 +158,8 @@ def _hw(shape) -> str:
 @set_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summary.")
 @friendly_errors
-def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb, overwrite_plans, overwrite,
-         overwrite_splits, num_folds, overrides, quiet):
+def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb, probe_batch_size, overwrite_plans,
+         overwrite, overwrite_splits, num_folds, overrides, quiet):
     """Check a raw dataset, fingerprint it, plan training and write the preprocessed arrays."""
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -130,4 +168,8 @@ def main(dataset, plans_name, num_processes, input_size, max_side, gpu_memory_gb
                             overrides=overrides_to_dict(overrides), input_size=list(input_size) if input_size else None,
                             max_side=max_side, gpu_memory_gb=gpu_memory_gb, overwrite_plans=overwrite_plans,
                             overwrite=overwrite, verbose=not quiet, overwrite_splits=overwrite_splits,
-                            num_folds=num_folds)
+                            num_folds=num_folds, probe_batch_size=probe_batch_size)
+
+
+if __name__ == "__main__":  # python -m rbmnet.cli.plan_and_preprocess
+    main()

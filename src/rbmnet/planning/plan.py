@@ -81,6 +81,9 @@ class AugmentationConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
     probability: float = 0.2  # per-transform probability for the intensity transforms
     num_workers: int = 2
+    # where training batches are made: "device" (dataset resident on the GPU, augmented there),
+    # "workers" (batchgenerators in CPU processes) or "auto" (device when the data fit; see device_batches.py)
+    data_path: str = "auto"
 
 
 @dataclass

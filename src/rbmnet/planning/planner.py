@@ -39,6 +39,9 @@ GIB = 2 ** 30
 CPU_BUDGET_CAP = 4 * GIB
 CPU_BUDGET_SHARE = 0.25  # of available RAM: leave the rest to data loading and the system
 GPU_USABLE_SHARE = 0.8  # CUDA context, cuDNN workspaces and allocator fragmentation take the rest
+# The device data path (training/device_batches.py) keeps the dataset on the GPU when it takes at
+# most this share of the GPU's (free) memory; float16 images and uint8 targets.
+DEVICE_DATA_SHARE = 0.25
 
 
 @dataclass
@@ -104,7 +107,29 @@ def model_state_bytes(network: NetworkConfig) -> int:
 
 def batch_size_for(budget_bytes: int, sample_bytes: int, state_bytes: int, training_cases: int) -> int:
     fitting = max(0, budget_bytes - state_bytes) // max(1, sample_bytes)
+    return clamp_batch_size(fitting, training_cases)
+
+
+def clamp_batch_size(fitting: int, training_cases: int) -> int:
+    """What fits in memory (modelled or probed), clamped to [MIN_BATCH, MAX_BATCH] and the training cases."""
     return min(max(MIN_BATCH, min(MAX_BATCH, fitting)), max(MIN_BATCH, training_cases))
+
+
+def resident_data_bytes(num_cases: int, input_size, with_targets: bool) -> int:
+    """Device memory of a dataset held on the GPU: float16 images (+ uint8 targets)."""
+    height, width = input_size
+    return num_cases * height * width * (2 + (1 if with_targets else 0))
+
+
+def planned_data_path(budget: MemoryBudget, data_bytes: int) -> tuple[str, str]:
+    """The plan's augmentation.data_path and why: a GPU plan decides; a CPU plan leaves it to training."""
+    if not budget.device.startswith("cuda"):
+        return "auto", "planned for a CPU: decided when training starts, from the free memory of its GPU if any"
+    if data_bytes <= DEVICE_DATA_SHARE * budget.memory_bytes:
+        return "device", (f"dataset {data_bytes / GIB:.2f} GiB <= {DEVICE_DATA_SHARE:.0%} of the GPU's "
+                          f"{budget.memory_bytes / GIB:.1f} GiB: kept and augmented on the GPU")
+    return "workers", (f"dataset {data_bytes / GIB:.2f} GiB > {DEVICE_DATA_SHARE:.0%} of the GPU's "
+                       f"{budget.memory_bytes / GIB:.1f} GiB: batches made by CPU workers")
 
 
 def plan_input_size(median_shape, total_downsampling: int, max_side: int = 512) -> list[int]:
@@ -141,9 +166,10 @@ def fold_training_cases(num_labeled: int, fraction: float, num_folds: int = 5) -
 
 def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans", overrides: dict | None = None,
                   input_size=None, max_side: int = 512, gpu_memory_gb: float | None = None,
-                  budget: MemoryBudget | None = None) -> Plan:
+                  budget: MemoryBudget | None = None, probe=None) -> Plan:
     """A fresh plan. Overrides are applied first (so e.g. other widths change the memory model) and
-    win over every derived value."""
+    win over every derived value. `probe` (batch_probe.BatchProbe, measured on this plan's network and
+    input size) replaces the memory model's batch size."""
     overrides = dict(overrides or {})
     plan = apply_overrides(Plan(dataset_name=dataset_name, plans_name=plans_name), overrides)
     downsampling = plan.network.total_downsampling
@@ -166,10 +192,15 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
     pretext_cases = max(1, images - math.ceil(images * plan.pretext.validation_fraction))
     seg_cases = fold_training_cases(fingerprint["num_labeled"], plan.segmentation.fraction)
     # an explicit batch size is taken before iterations are derived from it (one pass per epoch)
-    plan.pretext.batch_size = overrides.get("pretext.batch_size") or batch_size_for(
-        budget.budget_bytes, sample, state, pretext_cases)
-    plan.segmentation.batch_size = overrides.get("segmentation.batch_size") or batch_size_for(
-        budget.budget_bytes, sample, state, seg_cases)
+    fitting = probe.batch_size if probe is not None else None
+    plan.pretext.batch_size = overrides.get("pretext.batch_size") or (
+        clamp_batch_size(fitting, pretext_cases) if fitting else batch_size_for(
+            budget.budget_bytes, sample, state, pretext_cases))
+    plan.segmentation.batch_size = overrides.get("segmentation.batch_size") or (
+        clamp_batch_size(fitting, seg_cases) if fitting else batch_size_for(
+            budget.budget_bytes, sample, state, seg_cases))
+    data_bytes = resident_data_bytes(images, plan.input_size, with_targets=True)
+    plan.augmentation.data_path, data_path_rule = planned_data_path(budget, data_bytes)
     plan.pretext.iterations_per_epoch = math.ceil(pretext_cases / plan.pretext.batch_size)
     plan.segmentation.iterations_per_epoch = max(MIN_SEGMENTATION_ITERATIONS,
                                                  math.ceil(seg_cases / plan.segmentation.batch_size))
@@ -194,10 +225,19 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
                             f"smallest fold's training split x fraction {plan.segmentation.fraction})"),
         "iterations_rule": (f"pretext ceil({pretext_cases} / batch); segmentation "
                             f"max({MIN_SEGMENTATION_ITERATIONS}, ceil({seg_cases} / batch))"),
+        "data_path_rule": data_path_rule,
+        "resident_data_bytes": data_bytes,
         "cases": {"labeled": fingerprint["num_labeled"], "unlabeled": fingerprint["num_unlabeled"],
                   "test": fingerprint["num_test"]},
         "overrides": overrides,
     }
+    if probe is not None:
+        plan.derivation["batch_size_rule"] = (
+            f"measured: largest batch whose peak GPU memory (2 bf16 Adam steps) stayed within "
+            f"{probe.limit_bytes / GIB:.1f} GiB of {probe.free_bytes / GIB:.1f} GiB free was {probe.batch_size}; "
+            f"clamped to [{MIN_BATCH}, {MAX_BATCH}] and to the training cases (pretext {pretext_cases}, "
+            f"segmentation {seg_cases})")
+        plan.derivation["batch_size_probe"] = probe.to_dict()
     return plan
 
 

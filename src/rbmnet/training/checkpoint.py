@@ -46,7 +46,7 @@ def restore_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, network: torch.nn.Module, optimizer, epoch: int, log: list[dict],
                     plan: dict, dataset_json: dict, meta: dict) -> None:
     content = {
-        "network": _unwrap(network).state_dict(),
+        "network": unwrap_network(network).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
         "rng": capture_rng_state(),
@@ -69,7 +69,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise RbmnetError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
     """The bare module under DistributedDataParallel or torch.compile wrappers."""
     network = getattr(network, "module", network)
     return getattr(network, "_orig_mod", network)

@@ -30,3 +30,25 @@ def autocast(device: torch.device):
 
 def needs_grad_scaler(device: torch.device) -> bool:
     return device.type == "cuda" and not torch.cuda.is_bf16_supported()
+
+
+def use_fast_kernels(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """CUDA only: channels_last weights (tensor cores read NHWC without transposes; the first conv
+    turns the NCHW input into NHWC once) and cuDNN autotuning (every batch has the same shape)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
+
+def compile_if_asked(network: torch.nn.Module, device: torch.device, requested: bool) -> torch.nn.Module:
+    """torch.compile on CUDA when asked. Ignored on a CPU, where training is for tests and small runs
+    and the compilation time would outweigh what it saves."""
+    if not requested:
+        return network
+    if device.type != "cuda":
+        from tqdm import tqdm
+
+        tqdm.write("--compile is ignored on CPU (it only pays on a GPU)")
+        return network
+    return torch.compile(network)

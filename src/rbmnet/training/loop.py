@@ -5,6 +5,7 @@ callables from pretext.py and segmentation.py, so this file is the whole recipe 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,10 @@ import torch
 from tqdm import tqdm
 
 from rbmnet.training.background import BatchStream
-from rbmnet.training.checkpoint import FINAL, LATEST, load_checkpoint, restore_rng_state, save_checkpoint
+from rbmnet.training.checkpoint import (FINAL, LATEST, unwrap_network, load_checkpoint, restore_rng_state,
+                                       save_checkpoint)
 from rbmnet.training.device import autocast, needs_grad_scaler
+from rbmnet.training.distributed import broadcast_buffers, mean_over_ranks, write_rank_digest
 from rbmnet.training.progress import TrainingLog
 
 
@@ -37,12 +40,14 @@ class TrainingRun:
     curves: list[str] = field(default_factory=lambda: ["train_loss", "val_loss"])
     title: str = ""
     is_writer: bool = True  # only one process writes logs and checkpoints (rank 0 under DDP)
+    rank: int = 0  # under DDP (distributed.py): this process's rank and the number of ranks
+    world_size: int = 1
 
 
 def resume(run: TrainingRun) -> TrainingLog:
     """Load checkpoint_latest into the run; returns the log as it was at that checkpoint."""
     checkpoint = load_checkpoint(run.folder / LATEST, map_location=run.device)
-    bare = getattr(run.network, "module", run.network)
+    bare = unwrap_network(run.network)  # under DDP and/or torch.compile
     bare.load_state_dict(checkpoint["network"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     restore_rng_state(checkpoint["rng"])
@@ -53,15 +58,19 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     log = log or TrainingLog(run.folder)
     start_epoch = len(log.entries)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(run.device) else None
-    indices = [(epoch, i) for epoch in range(start_epoch, run.epochs) for i in range(run.iterations_per_epoch)]
+    # Under DDP the ranks share an epoch's iterations (one pass over the data stays one epoch) and
+    # rank r makes batch step * world_size + r: a single process's batches, dealt out to the ranks.
+    steps = math.ceil(run.iterations_per_epoch / run.world_size)
+    indices = [(epoch, step * run.world_size + run.rank)
+               for epoch in range(start_epoch, run.epochs) for step in range(steps)]
     with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream:
         batches = iter(stream)
         for epoch in range(start_epoch, run.epochs):
             _set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
             started = time.perf_counter()
             run.network.train()
-            losses = []
-            bar = tqdm(range(run.iterations_per_epoch), desc=f"epoch {epoch + 1}/{run.epochs}",
+            losses, images = [], 0
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{run.epochs}",
                        leave=False, disable=None if run.is_writer else True, dynamic_ncols=True)
             for _ in bar:
                 batch = _to_device(next(batches), run.device)
@@ -75,15 +84,21 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                     scaler.scale(loss).backward()
                     scaler.step(run.optimizer)
                     scaler.update()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                # kept on the device: loss.item() every step would make the CPU wait for the GPU
+                losses.append(loss.detach())
+                images += len(batch["image"])
+                if len(losses) % 10 == 1:
+                    bar.set_postfix(loss=f"{losses[-1].item():.4f}")
+            train_loss = mean_over_ranks(torch.stack(losses).float().mean(), run.device)
             train_seconds = time.perf_counter() - started
+            broadcast_buffers(unwrap_network(run.network))  # every rank validates (and keeps) rank 0's model
             run.network.eval()
             with torch.no_grad(), autocast(run.device):
-                validation = run.validate(run.network)
-            entry = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **validation,
+                validation = run.validate(unwrap_network(run.network))  # bare: DDP's forward hooks are for training
+            entry = {"epoch": epoch + 1, "train_loss": train_loss, **validation,
                      "lr": run.optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
-                     "epoch_seconds": round(time.perf_counter() - started, 3)}
+                     "epoch_seconds": round(time.perf_counter() - started, 3),
+                     "train_images_per_second": round(images * run.world_size / train_seconds, 2)}
             log.entries.append(entry)
             if run.is_writer:
                 log.write()
@@ -94,6 +109,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     if run.is_writer:
         save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
                         **run.checkpoint_content)
+    write_rank_digest(unwrap_network(run.network), run.rank)  # test hook, only with RBMNET_TEST_RANK_DIGEST_DIR set
     return log
 
 
@@ -113,7 +129,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     for key, value in batch.items():
         if hasattr(value, "dtype") and hasattr(value, "shape"):
             tensor = torch.from_numpy(value) if not isinstance(value, torch.Tensor) else value
-            if device.type == "cuda":
+            if device.type == "cuda" and tensor.device.type == "cpu":  # device batches arrive there already
                 tensor = tensor.pin_memory()
             out[key] = tensor.to(device, non_blocking=True)
         else:

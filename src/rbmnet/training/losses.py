@@ -8,6 +8,8 @@ a batch of 512x512 images overflow.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -35,11 +37,19 @@ def soft_dice(probabilities: torch.Tensor, target: torch.Tensor, smooth: float =
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.7,
-                  bce_weight: float = 0.3, smooth: float = 1e-5) -> torch.Tensor:
-    """dice_weight * (1 - batch soft Dice) + bce_weight * BCE, for (B, 1, H, W) logits and {0, 1} target."""
+                  bce_weight: float = 0.3, smooth: float = 1e-5,
+                  sums_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """dice_weight * (1 - batch soft Dice) + bce_weight * BCE, for (B, 1, H, W) logits and {0, 1} target.
+
+    `sums_reducer` (distributed.all_reduce_sum under DDP) sums the Dice sums over ranks, so the Dice
+    is that of the global batch; the BCE is a mean, which DDP's gradient averaging makes global.
+    """
     logits = logits.float()
     target = target.float()
-    dice = soft_dice(torch.sigmoid(logits), target, smooth).mean()
+    sums = torch.stack(dice_sums(torch.sigmoid(logits), target))  # (2, C): one collective for both
+    if sums_reducer is not None:
+        sums = sums_reducer(sums)
+    dice = dice_from_sums(sums[0], sums[1], smooth).mean()
     bce = F.binary_cross_entropy_with_logits(logits, target)
     return dice_weight * (1.0 - dice) + bce_weight * bce
 

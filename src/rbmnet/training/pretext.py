@@ -16,8 +16,8 @@ from tqdm import tqdm
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
 from rbmnet.networks import build_network
-from rbmnet.training import batches
-from rbmnet.training.device import resolve_device
+from rbmnet.training.device_batches import batch_source
+from rbmnet.training.distributed import on_writer, setup_distributed, training_network
 from rbmnet.training.loop import TrainingRun, resume, train
 from rbmnet.training.losses import reconstruction_l1
 from rbmnet.training.masking import block_mask
@@ -75,17 +75,23 @@ def validation_loss(network, images: np.ndarray, masks: np.ndarray, fill_value: 
 
 
 def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int = 2, resume_run: bool = False,
-                overwrite: bool = False, model_tag: str = "") -> Path:
+                overwrite: bool = False, model_tag: str = "", compile_network: bool = False,
+                data_path: str = "auto") -> Path:
     plan = inputs.plan
-    device = resolve_device(device_name)
+    context, device = setup_distributed(device_name)  # one process, or this rank's under torchrun
     architecture = plan.network.architecture
     names = inputs.data.names("labeled") + inputs.data.names("unlabeled")
     train_names, val_names = pretext_split(names, plan.pretext.validation_fraction, plan.seed)
 
     model_id = pretext_model_id(architecture, plan.plans_name, model_tag)
-    folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
-    prepare_run_folder(folder, resume_run, overwrite)
-    write_json(folder / "split.json", {"train": train_names, "val": val_names})
+
+    def make_folder() -> Path:  # rank 0 only: it may delete an old run
+        folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
+        prepare_run_folder(folder, resume_run, overwrite)
+        write_json(folder / "split.json", {"train": train_names, "val": val_names})
+        return folder
+
+    folder = on_writer(context, make_folder)
 
     torch.manual_seed(plan.seed)
     network = build_network(plan.network, RECONSTRUCTION_CHANNELS).to(device)
@@ -94,23 +100,28 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
     val_images = np.stack([inputs.data.image(n) for n in val_names]).astype(np.float32)
     val_masks = validation_masks(val_names, plan.input_size, plan.masking, plan.seed)
 
+    source = batch_source(inputs.data, train_names, plan, "pretext", plan.seed, device, data_path, num_workers)
     run = TrainingRun(
-        folder=folder, network=network, optimizer=optimizer, device=device,
-        epochs=plan.pretext.epochs, iterations_per_epoch=plan.pretext.iterations_per_epoch,
-        make_batch=batches.batch_function(inputs.data.folder, train_names, plan, "pretext", plan.seed),
+        folder=folder, network=training_network(network, context, device, compile_network), optimizer=optimizer,
+        device=device, epochs=plan.pretext.epochs, iterations_per_epoch=plan.pretext.iterations_per_epoch,
+        make_batch=source.make_batch,
         batch_loss=functools.partial(pretext_batch_loss, fill_value=fill),
         validate=functools.partial(validation_loss, images=val_images, masks=val_masks, fill_value=fill,
                                    device=device, batch_size=plan.pretext.batch_size),
         checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json,
                             "meta": {"stage": "pretext", "architecture": architecture, "model_id": model_id,
                                      "output_channels": RECONSTRUCTION_CHANNELS, "seed": plan.seed}},
-        learning_rate=plan.pretext.learning_rate, num_workers=num_workers, lr_schedule=plan.pretext.lr_schedule,
-        curves=["train_loss", "val_loss", "val_loss_masked"], title=f"pretext {model_id}")
-    tqdm.write(f"pretext training {model_id}: {len(train_names)} images, {len(val_names)} held out, "
-               f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {plan.pretext.batch_size}, "
-               f"device {device}")
+        learning_rate=plan.pretext.learning_rate, num_workers=source.num_workers,
+        lr_schedule=plan.pretext.lr_schedule, curves=["train_loss", "val_loss", "val_loss_masked"],
+        title=f"pretext {model_id}", is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
+    if context.is_writer:
+        tqdm.write(f"pretext training {model_id}: {len(train_names)} images, {len(val_names)} held out, "
+                   f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {plan.pretext.batch_size}, "
+                   f"device {device}{context.describe()}, batches on {source.choice.path} "
+                   f"({source.choice.reason})")
     log = resume(run) if resume_run else None
     train(run, log)
-    write_pretext_report(folder / "validation", network, val_names, val_images, val_masks, fill, device,
-                         batch_size=plan.pretext.batch_size)
+    if context.is_writer:
+        write_pretext_report(folder / "validation", network, val_names, val_images, val_masks, fill, device,
+                             batch_size=plan.pretext.batch_size)
     return folder
