@@ -1,4 +1,9 @@
-"""`rbmnet_train pretext|seg`: the two training stages, every plan knob overridable."""
+"""`rbmnet_train pretext|seg`: the two training stages, every plan knob overridable.
+
+Several GPUs (data-parallel, see training/distributed.py):
+    torchrun --standalone --nproc_per_node 4 $(which rbmnet_train) pretext -d Teeth
+    python -m torch.distributed.run --standalone --nproc_per_node 4 -m rbmnet.cli.train seg 0 -d Teeth
+"""
 from __future__ import annotations
 
 import click
@@ -19,6 +24,12 @@ def training_options(func):
                      help="Background processes preparing batches (0: in the main process, for debugging)."),
         click.option("--continue", "resume_run", is_flag=True, help="Resume from checkpoint_latest."),
         click.option("--overwrite", is_flag=True, help="Discard an existing run of this model and start over."),
+        click.option("--data-path", type=click.Choice(["auto", "device", "workers"]), default="auto", show_default=True,
+                     help="Where batches are made: device = the preprocessed data kept on the GPU and augmented "
+                          "there; workers = batchgenerators in -np CPU processes; auto = device when the data fit "
+                          "in the GPU's free memory and the plan does not say workers."),
+        click.option("--compile", "compile_network", is_flag=True,
+                     help="torch.compile the network (CUDA only; ignored on CPU)."),
         set_option,
     )):
         func = option(func)
@@ -33,7 +44,8 @@ def main():
 @main.command()
 @training_options
 @friendly_errors
-def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_workers, resume_run, overwrite, overrides):
+def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_workers, resume_run, overwrite, data_path,
+            compile_network, overrides):
     """Random Block Masking pretraining on every image of the dataset (labeled and unlabeled)."""
     from rbmnet.training.pretext import run_pretext
     from rbmnet.training.setup import cli_overrides, load_stage_inputs
@@ -41,11 +53,13 @@ def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_worke
     changes = cli_overrides(epochs, lr, batch_size, seed, "pretext", overrides_to_dict(overrides))
     inputs = load_stage_inputs(dataset, plans_name, changes)
     folder = run_pretext(inputs, device, num_workers, resume_run, overwrite,
-                         model_tag=f"__seed{seed}" if seed is not None else "")
+                         model_tag=f"__seed{seed}" if seed is not None else "", compile_network=compile_network,
+                         data_path=data_path)
     click.echo(f"pretext model: {folder}")
 
 
-ARCH_HELP = "Network: " + "; ".join(f"{name}: {arch.description}" for name, arch in ARCHITECTURES.items())
+ARCH_HELP = ("Network (default: the plan's, resunet). "
+             + "; ".join(f"{name} = {arch.description}" for name, arch in ARCHITECTURES.items()) + ".")
 
 
 @main.command()
@@ -55,9 +69,12 @@ ARCH_HELP = "Network: " + "; ".join(f"{name}: {arch.description}" for name, arch
 @click.option("--init", default=None, help="pretext | scratch | PATH to a checkpoint "
               "(default: the dataset's pretext checkpoint when one exists).")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default=None, help=ARCH_HELP)
+@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
+              help="Corrupt the masks of a seeded share P of the training cases (teeth eroded, dilated, "
+                   "dropped or merged) to measure robustness to wrong labels; validation stays clean.")
 @friendly_errors
 def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_workers, resume_run, overwrite,
-        overrides, fraction, init, arch):
+        data_path, compile_network, overrides, fraction, init, arch, label_noise):
     """Train segmentation fold FOLD (0..4, or 'all' for every labeled case)."""
     from rbmnet.errors import RbmnetError
     from rbmnet.training.segmentation import run_segmentation
@@ -71,5 +88,10 @@ def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_wor
     changes = cli_overrides(epochs, lr, batch_size, seed, "segmentation", extra)
     inputs = load_stage_inputs(dataset, plans_name, changes)
     folder = run_segmentation(inputs, fold, arch, init, device, num_workers, resume_run, overwrite,
-                              model_tag=f"__seed{seed}" if seed is not None else "")
+                              model_tag=f"__seed{seed}" if seed is not None else "", label_noise=label_noise,
+                              compile_network=compile_network, data_path=data_path)
     click.echo(f"segmentation model: {folder}")
+
+
+if __name__ == "__main__":  # python -m rbmnet.cli.train (e.g. under python -m torch.distributed.run)
+    main()

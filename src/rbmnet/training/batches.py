@@ -19,6 +19,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
+from rbmnet.training.label_noise import check_share, corrupted_cases, noisy_label
 from rbmnet.training.masking import block_mask
 
 TASKS = ("pretext", "seg")
@@ -48,18 +49,23 @@ def draw_cases(case_names: list[str], batch_size: int, seed: int, epoch: int, it
 
 
 def make_batch(source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, epoch: int,
-               iteration: int, seed: int, transforms=None) -> dict:
+               iteration: int, seed: int, transforms=None, label_noise: float = 0.0) -> dict:
     """One batch for `task` ("pretext" or "seg"); `transforms` from augmentation.py, or None for none.
 
     pretext: {"image": float32 (B,1,H,W) augmented radiograph (also the target),
               "mask": bool (B,1,H,W), True = hidden, "case": names}
     seg:     {"image": float32 (B,1,H,W), "target": float32 (B,1,H,W) in {0, 1}, "case": names}
+    label_noise: share of `case_names` whose label maps are corrupted (seg only; see label_noise.py).
     """
     batch_size = batch_size_for(plan, task)
     names = draw_cases(case_names, batch_size, seed, epoch, iteration)
     rng = np.random.default_rng([seed, epoch, iteration])
     image = np.stack([source.image(name) for name in names])[:, None]
-    label = np.stack([source.label(name) for name in names])[:, None] if task == "seg" else None
+    label = None
+    if task == "seg":
+        # label noise (label_noise.py) corrupts a seeded share of the training cases, before augmentation
+        corrupted = set(corrupted_cases(case_names, label_noise, seed)) if label_noise else set()
+        label = np.stack([noisy_label(source.label(name), name, corrupted, seed) for name in names])[:, None]
     if transforms is not None:
         image, label = apply_transforms(transforms, int(rng.integers(2**63)), image, label)
     if task == "pretext":
@@ -91,20 +97,22 @@ def open_dataset_cached(folder: str | Path) -> PreprocessedDataset:
 
 
 def make_batch_from_folder(folder: str | Path, case_names: list[str], plan: Plan, task: str, epoch: int,
-                           iteration: int, seed: int, transforms=None) -> dict:
+                           iteration: int, seed: int, transforms=None, label_noise: float = 0.0) -> dict:
     """`make_batch` reading from a preprocessed folder path: picklable through functools.partial, e.g.
     partial(make_batch_from_folder, folder, names, plan, "seg", seed=plan.seed, transforms=t)(epoch, it).
     """
-    return make_batch(open_dataset_cached(folder), case_names, plan, task, epoch, iteration, seed, transforms)
+    return make_batch(open_dataset_cached(folder), case_names, plan, task, epoch, iteration, seed, transforms,
+                      label_noise)
 
 
 def batch_function(folder: str | Path, case_names: list[str], plan: Plan, task: str, seed: int,
-                   augment: bool = True) -> functools.partial:
+                   augment: bool = True, label_noise: float = 0.0) -> functools.partial:
     """Picklable (epoch, iteration) -> batch for BatchStream, with the plan's augmentation."""
     transforms = None
     if augment:
         transforms = build_spatial_and_intensity_transforms(plan.augmentation, tuple(plan.input_size),
                                                             with_label=task == "seg")
     batch_size_for(plan, task)  # fail on an unknown task here, not in a worker
+    check_share(label_noise)
     return functools.partial(make_batch_from_folder, str(folder), list(case_names), plan, task,
-                             seed=seed, transforms=transforms)
+                             seed=seed, transforms=transforms, label_noise=label_noise)

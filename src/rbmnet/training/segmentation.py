@@ -18,11 +18,12 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
 from rbmnet.networks import build_network
 from rbmnet.paths import results_dataset_dir
-from rbmnet.training import batches
 from rbmnet.training.checkpoint import FINAL
-from rbmnet.training.device import resolve_device
+from rbmnet.training.device_batches import batch_source
+from rbmnet.training.distributed import all_reduce_sum, on_writer, setup_distributed, training_network
 from rbmnet.training.fraction import training_subset
 from rbmnet.training.initialisation import load_pretrained
+from rbmnet.training.label_noise import check_share, corrupted_cases
 from rbmnet.training.loop import TrainingRun, resume, train
 from rbmnet.training.losses import dice_bce_loss
 from rbmnet.training.model_folder import (fold_folder_name, prepare_model_folder, prepare_run_folder,
@@ -72,9 +73,11 @@ def resolve_initialisation(init: str | None, dataset_name: str, architecture: st
     return f"init-{path.parent.name}", path
 
 
-def seg_batch_loss(network, batch: dict, dice_weight: float, bce_weight: float) -> torch.Tensor:
+def seg_batch_loss(network, batch: dict, dice_weight: float, bce_weight: float, sums_reducer=None) -> torch.Tensor:
+    """`sums_reducer`: distributed.all_reduce_sum under DDP, so the Dice is over the global batch."""
     logits = network(network_input(batch["image"]))
-    return dice_bce_loss(logits.float(), batch["target"], dice_weight=dice_weight, bce_weight=bce_weight)
+    return dice_bce_loss(logits.float(), batch["target"], dice_weight=dice_weight, bce_weight=bce_weight,
+                         sums_reducer=sums_reducer)
 
 
 def pseudo_dice(network, images: np.ndarray, targets: np.ndarray, device, batch_size: int, threshold: float) -> dict:
@@ -93,29 +96,41 @@ def pseudo_dice(network, images: np.ndarray, targets: np.ndarray, device, batch_
 
 def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = None, init: str | None = None,
                      device_name: str = "auto", num_workers: int = 2, resume_run: bool = False,
-                     overwrite: bool = False, model_tag: str = "", label_noise: float = 0.0) -> Path:
+                     overwrite: bool = False, model_tag: str = "", label_noise: float = 0.0,
+                     compile_network: bool = False, data_path: str = "auto") -> Path:
     plan = inputs.plan
     architecture = architecture or plan.network.architecture
     plan = replace(plan, network=replace(plan.network, architecture=architecture))
     config = plan.segmentation
-    device = resolve_device(device_name)
+    label_noise = check_share(label_noise)
+    context, device = setup_distributed(device_name)  # one process, or this rank's under torchrun
     labeled = inputs.data.names("labeled")
     train_split, val_split = fold_split(inputs.preprocessed_dir, fold, labeled)
     subset = training_subset(train_split, config.fraction, len(labeled), plan.seed, fold)
 
     init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name)
     model_id = segmentation_model_id(architecture, init_tag, config.fraction, plan.plans_name, label_noise, model_tag)
-    model_folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
+
+    def make_folder() -> Path:  # rank 0 only: it may delete an old run
+        model_folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
+        folder = model_folder / fold_folder_name(fold)
+        prepare_run_folder(folder, resume_run, overwrite)
+        noisy = corrupted_cases(subset, label_noise, plan.seed)
+        write_json(folder / "training_cases.json", {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
+                                                    "label_noise": label_noise, "noisy_label_cases": noisy,
+                                                    "cases": subset, "validation_cases": val_split})
+        return model_folder
+
+    model_folder = on_writer(context, make_folder)
     folder = model_folder / fold_folder_name(fold)
-    prepare_run_folder(folder, resume_run, overwrite)
-    write_json(folder / "training_cases.json", {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
-                                                "cases": subset, "validation_cases": val_split})
 
     torch.manual_seed(plan.seed)
     network = build_network(plan.network, output_channels(plan)).to(device)
     if init_path is not None and not resume_run:
-        tqdm.write(load_pretrained(network, init_path, plan.to_dict()["network"]).describe())
-    else:
+        loaded = load_pretrained(network, init_path, plan.to_dict()["network"]).describe()
+        if context.is_writer:
+            tqdm.write(loaded)
+    elif context.is_writer:
         tqdm.write("initialised from scratch" if init_path is None else f"resuming; initialisation was {init_path}")
 
     epoch_val = val_split[:MAX_EPOCH_VALIDATION_CASES]
@@ -125,22 +140,28 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
             "output_channels": output_channels(plan), "task": config.task, "fraction": config.fraction,
             "seed": plan.seed, "initialisation": str(init_path) if init_path else "scratch",
             "label_noise": label_noise, "labels": inputs.dataset_json["labels"]}
+    source = batch_source(inputs.data, subset, plan, "seg", plan.seed, device, data_path, num_workers, label_noise)
     run = TrainingRun(
-        folder=folder, network=network, optimizer=build_optimizer(network, config), device=device,
+        folder=folder, network=training_network(network, context, device, compile_network),
+        optimizer=build_optimizer(network, config), device=device,
         epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
-        make_batch=batches.batch_function(inputs.data.folder, subset, plan, "seg", plan.seed),
-        batch_loss=functools.partial(seg_batch_loss, dice_weight=config.dice_weight, bce_weight=config.bce_weight),
+        make_batch=source.make_batch,
+        batch_loss=functools.partial(seg_batch_loss, dice_weight=config.dice_weight, bce_weight=config.bce_weight,
+                                     sums_reducer=all_reduce_sum if context.enabled else None),
         validate=functools.partial(pseudo_dice, images=val_images, targets=val_targets, device=device,
                                    batch_size=config.batch_size, threshold=config.threshold),
         checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": meta},
-        learning_rate=config.learning_rate, num_workers=num_workers, lr_schedule=config.lr_schedule,
-        curves=["train_loss", "val_pseudo_dice"], title=f"{model_id} fold {fold}")
-    tqdm.write(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
-               f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases, "
-               f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {config.batch_size}, device {device}")
+        learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
+        curves=["train_loss", "val_pseudo_dice"], title=f"{model_id} fold {fold}",
+        is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
+    if context.is_writer:
+        tqdm.write(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
+                   f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases, "
+                   f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {config.batch_size}, "
+                   f"device {device}{context.describe()}, batches on {source.choice.path} ({source.choice.reason})")
     log = resume(run) if resume_run else None
     train(run, log)
-    if val_split:
+    if val_split and context.is_writer:
         validate_fold(folder, network, inputs, val_split, device, plan, meta)
         write_crossval_if_several(model_folder)
     return model_folder

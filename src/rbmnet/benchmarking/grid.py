@@ -1,0 +1,243 @@
+"""The benchmark grid: which (model, fraction, fold, label noise) cells to train, and training the missing ones.
+
+A cell is one `rbmnet_train seg FOLD --arch A --init I --fraction F --label-noise P`: it lives in the model
+folder that command writes (training/model_folder.py), so cells trained by hand count, and the table
+reads the same fold summaries `rbmnet_train` writes. A cell is
+    finished     checkpoint_final and validation/summary.json present: skipped;
+    interrupted  checkpoint_latest present: resumed (--continue), which also re-does a missing validation;
+    stale        finished, but on other cases than the current splits give (splits re-made): reported as a
+                 failure, never silently mixed into the table nor deleted;
+    new          trained from the start.
+Everything that can be checked before training (folds exist, fractions fit the folds) is checked first,
+so a grid that cannot run fails before hours of training, not in the middle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import read_json
+from rbmnet.paths import results_dataset_dir
+from rbmnet.training.checkpoint import FINAL, LATEST
+from rbmnet.training.label_noise import check_share
+from rbmnet.training.model_folder import fold_folder_name, pretext_model_id, segmentation_model_id
+from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
+
+RBM_ARCHITECTURE = "resunet"  # the paper pretrains its Modified ResUNet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # row label of the table (the paper's Table 2)
+    architecture: str
+    init: str  # "scratch" or "pretext" (rbmnet_train seg --init)
+
+    @property
+    def init_tag(self) -> str:  # as training/segmentation.resolve_initialisation names it in the model id
+        return "rbm" if self.init == "pretext" else "scratch"
+
+
+BASELINES = {
+    "unet": ModelSpec("U-Net", "unet", "scratch"),
+    "pspnet": ModelSpec("PSPNet", "pspnet", "scratch"),
+    "linknet": ModelSpec("LinkNet", "linknet", "scratch"),
+    "resunet": ModelSpec("Modified ResUNet", "resunet", "scratch"),
+}
+RBM_MODEL = ModelSpec("RBM + Modified ResUNet", RBM_ARCHITECTURE, "pretext")
+MODEL_ORDER = [spec.name for spec in BASELINES.values()] + [RBM_MODEL.name]  # the paper's row order
+
+
+def select_models(architectures: list[str], rbm: bool) -> list[ModelSpec]:
+    unknown = [a for a in architectures if a not in BASELINES]
+    if unknown:
+        raise RbmnetError(f"--archs: unknown architecture(s) {', '.join(unknown)} (known: {', '.join(BASELINES)})")
+    models = [BASELINES[a] for a in dict.fromkeys(architectures)] + ([RBM_MODEL] if rbm else [])
+    if not models:
+        raise RbmnetError("nothing to benchmark: --archs is empty and --no-rbm given")
+    return sorted(models, key=lambda spec: MODEL_ORDER.index(spec.name))
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: ModelSpec
+    fraction: float
+    fold: int
+    label_noise: float
+
+    def model_id(self, plans_name: str) -> str:
+        return segmentation_model_id(self.model.architecture, self.model.init_tag, self.fraction, plans_name,
+                                     self.label_noise)
+
+    def describe(self) -> str:
+        noise = f", label noise {self.label_noise:g}" if self.label_noise else ""
+        return f"{self.model.name}, fraction {self.fraction:g}, fold {self.fold}{noise}"
+
+
+@dataclass
+class GridSpec:
+    dataset_name: str
+    plans_name: str
+    models: list[ModelSpec]
+    fractions: list[float]
+    folds: list[int]
+    label_noises: list[float] = field(default_factory=lambda: [0.0])
+    overrides: dict = field(default_factory=dict)  # segmentation plan overrides (--epochs, --set ...)
+    pretext_overrides: dict = field(default_factory=dict)
+    device: str = "auto"
+    num_workers: int = 2
+
+    def cells(self) -> list[Cell]:
+        # fold-major: after the first fold every model and fraction has a number in the table
+        return [Cell(model, fraction, fold, noise) for fold in self.folds for noise in self.label_noises
+                for fraction in self.fractions for model in self.models]
+
+
+@dataclass
+class GridOutcome:
+    trained: list[Cell] = field(default_factory=list)
+    resumed: list[Cell] = field(default_factory=list)
+    skipped: list[Cell] = field(default_factory=list)
+    failed: list[tuple[Cell | str, str]] = field(default_factory=list)  # (cell or "pretext", one-line reason)
+
+
+def cell_folder(dataset_name: str, plans_name: str, cell: Cell) -> Path:
+    return results_dataset_dir(dataset_name) / cell.model_id(plans_name) / fold_folder_name(cell.fold)
+
+
+def cell_state(folder: Path, expected_validation: list[str] | None = None) -> str:
+    """'finished', 'interrupted', 'stale' or 'new' (see the module docstring)."""
+    summary = folder / "validation" / "summary.json"
+    if (folder / FINAL).is_file() and summary.is_file():
+        recorded = folder / "training_cases.json"
+        if expected_validation is not None and recorded.is_file():
+            if sorted(read_json(recorded).get("validation_cases", [])) != sorted(expected_validation):
+                return "stale"
+        return "finished"
+    if (folder / LATEST).is_file():
+        return "interrupted"
+    return "new"
+
+
+def stage_inputs_per_fraction(spec: GridSpec) -> dict[float, StageInputs]:
+    """The plan with the user's overrides and the cell's fraction, loaded once per fraction."""
+    inputs = {}
+    for fraction in spec.fractions:
+        overrides = {**spec.overrides, "segmentation.fraction": fraction}
+        inputs[fraction] = load_stage_inputs(spec.dataset_name, spec.plans_name, overrides)
+    return inputs
+
+
+def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
+    """Fail with one line listing every fold/fraction the splits cannot serve, and what to do."""
+    from rbmnet.training.fraction import training_subset
+    from rbmnet.training.segmentation import fold_split
+
+    for noise in spec.label_noises:
+        check_share(noise)
+    problems, too_large = [], []
+    first = inputs[spec.fractions[0]]
+    splits_path = first.preprocessed_dir / "splits_final.json"
+    labeled = first.data.names("labeled")
+    for fold in spec.folds:
+        try:
+            train_split, _ = fold_split(first.preprocessed_dir, str(fold), labeled)
+        except RbmnetError as exc:
+            problems.append(str(exc))
+            continue
+        for fraction in spec.fractions:
+            try:
+                training_subset(train_split, fraction, len(labeled), inputs[fraction].plan.seed, fold)
+            except RbmnetError:
+                too_large.append((fraction, fold, len(train_split)))
+    if too_large:
+        needs = ", ".join(f"fraction {f:g} needs {max(1, round(f * len(labeled)))}"
+                          for f in sorted({f for f, _, _ in too_large}))
+        smallest_split = min(n for _, _, n in too_large)
+        problems.append(
+            f"{needs} training cases (of {len(labeled)} labeled), but the folds of {splits_path} train on "
+            f"{smallest_split}; re-split with "
+            f"'rbmnet_plan_and_preprocess -d {spec.dataset_name} --num-folds 10 --overwrite-splits' "
+            f"(10 folds allow fractions up to 0.9) or leave them out of --fractions")
+    if problems:
+        raise RbmnetError("the benchmark grid cannot run, nothing was trained: " + "; ".join(problems))
+
+
+def ensure_pretext(spec: GridSpec, outcome: GridOutcome, echo=click.echo) -> None:
+    """Train the RBM pretext model once (resume it when interrupted); reuse it when finished."""
+    from rbmnet.training.pretext import run_pretext
+
+    folder = results_dataset_dir(spec.dataset_name) / pretext_model_id(RBM_ARCHITECTURE, spec.plans_name)
+    if (folder / FINAL).is_file():
+        echo(f"pretext: finished model found, reused ({folder})")
+        return
+    resume_run = (folder / LATEST).is_file()
+    echo(f"pretext: {'resuming' if resume_run else 'training'} {folder.name}")
+    try:
+        inputs = load_stage_inputs(spec.dataset_name, spec.plans_name,
+                                   {**spec.pretext_overrides, "network.architecture": RBM_ARCHITECTURE})
+        run_pretext(inputs, spec.device, spec.num_workers, resume_run=resume_run)
+    except Exception as exc:  # the baselines do not need it: report, go on
+        outcome.failed.append(("pretext", one_line(exc)))
+        echo(f"FAILED pretext: {one_line(exc)}", err=True)
+
+
+def run_cell(cell: Cell, inputs: StageInputs, state: str, spec: GridSpec) -> None:
+    from rbmnet.training.segmentation import run_segmentation
+
+    run_segmentation(inputs, str(cell.fold), cell.model.architecture, cell.model.init, spec.device,
+                     spec.num_workers, resume_run=state == "interrupted", overwrite=False,
+                     label_noise=cell.label_noise)
+
+
+def run_grid(spec: GridSpec, echo=click.echo) -> GridOutcome:
+    """Check the grid, train the pretext model if needed, then every cell that is not finished."""
+    from rbmnet.training.segmentation import fold_split
+
+    inputs = stage_inputs_per_fraction(spec)
+    check_grid(spec, inputs)
+    outcome = GridOutcome()
+    cells = spec.cells()
+    first = inputs[spec.fractions[0]]
+    labeled = first.data.names("labeled")
+    validation = {fold: fold_split(first.preprocessed_dir, str(fold), labeled)[1] for fold in spec.folds}
+    states = {cell: cell_state(cell_folder(spec.dataset_name, spec.plans_name, cell), validation[cell.fold])
+              for cell in cells}
+    if any(cell.model.init == "pretext" and states[cell] == "new" for cell in cells):
+        ensure_pretext(spec, outcome, echo)
+    for number, cell in enumerate(cells, start=1):
+        position = f"[{number}/{len(cells)}]"
+        folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
+        state = states[cell]
+        if state == "finished":
+            echo(f"{position} skipped {cell.describe()}: already trained ({folder})")
+            outcome.skipped.append(cell)
+            continue
+        if state == "stale":
+            reason = (f"{folder} was trained on other validation cases than {first.preprocessed_dir.name}/"
+                      f"splits_final.json now gives (splits re-made?); delete that folder to retrain it")
+            echo(f"{position} FAILED {cell.describe()}: {reason}", err=True)
+            outcome.failed.append((cell, reason))
+            continue
+        echo(f"{position} {'resuming' if state == 'interrupted' else 'training'} {cell.describe()}")
+        try:
+            run_cell(cell, inputs[cell.fraction], state, spec)
+        except Exception as exc:  # one failing cell must not lose the others: report it, go on
+            echo(f"{position} FAILED {cell.describe()}: {one_line(exc)}", err=True)
+            outcome.failed.append((cell, one_line(exc)))
+            continue
+        (outcome.resumed if state == "interrupted" else outcome.trained).append(cell)
+    return outcome
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(exc, RbmnetError) else f"{type(exc).__name__}: {message}"
+
+
+def segmentation_overrides(epochs: int | None, lr: float | None, batch_size: int | None, extra: dict) -> dict:
+    """The named flags are shorthands for segmentation plan keys, as in rbmnet_train seg."""
+    return cli_overrides(epochs, lr, batch_size, None, "segmentation", extra)

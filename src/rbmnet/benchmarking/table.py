@@ -1,0 +1,102 @@
+"""The benchmark table (like the paper's Table 2) from the fold summaries training wrote.
+
+Numbers come only from fold_<k>/validation/summary.json: a cell is the mean and the population
+std over folds of each fold's mean metric, exactly as evaluation/reports.crossval_summary computes
+them for crossval_summary.json (over the folds asked for, which may be fewer than the folder holds).
+
+benchmark.csv: one row per (model, fraction, label noise): the model id, the folds found, and for
+every metric its mean and std over folds. benchmark.md: one Markdown table per label-noise level,
+rows = models, columns = fractions, cells "Dice / Jaccard / precision / recall" as mean±std.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from rbmnet.benchmarking.grid import Cell, GridSpec, cell_folder
+from rbmnet.evaluation.reports import crossval_summary
+from rbmnet.evaluation.segmentation_metrics import METRICS
+from rbmnet.io.atomic import atomic_path, read_json, write_text
+
+CSV_NAME = "benchmark.csv"
+MARKDOWN_NAME = "benchmark.md"
+TABLE_METRICS = ("dice", "jaccard", "precision", "recall")  # the paper's cell, in its order
+MISSING = "–"
+
+
+def collect_results(spec: GridSpec) -> pd.DataFrame:
+    """One row per (model, fraction, noise) with the metric means/stds over the folds that have a summary."""
+    rows = []
+    for noise in spec.label_noises:
+        for model in spec.models:
+            for fraction in spec.fractions:
+                summaries = {}
+                for fold in spec.folds:
+                    path = cell_folder(spec.dataset_name, spec.plans_name,
+                                       Cell(model, fraction, fold, noise)) / "validation" / "summary.json"
+                    if path.is_file():
+                        summaries[fold] = read_json(path)
+                cell = Cell(model, fraction, spec.folds[0], noise)
+                row = {"model": model.name, "architecture": model.architecture, "initialisation": model.init,
+                       "fraction": fraction, "label_noise": noise, "num_folds": len(summaries),
+                       "folds": ";".join(str(f) for f in sorted(summaries)),
+                       "model_id": cell.model_id(spec.plans_name)}
+                result = crossval_summary(summaries) if summaries else None
+                for metric in METRICS:
+                    row[f"{metric}_mean"] = result["mean"][metric] if result else None
+                    row[f"{metric}_std"] = result["std"][metric] if result else None
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}".removeprefix("0")  # the paper's compact ".851"
+
+
+def format_cell(row: pd.Series, folds_asked: int) -> str:
+    if row["num_folds"] == 0:
+        return MISSING
+    parts = []
+    for metric in TABLE_METRICS:
+        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+        parts.append(_number(mean) + (f"±{_number(std)}" if row["num_folds"] > 1 else ""))
+    text = " / ".join(parts)
+    return text if row["num_folds"] == folds_asked else f"{text} (n={row['num_folds']})"
+
+
+def markdown_table(results: pd.DataFrame, spec: GridSpec) -> str:
+    folds = ", ".join(str(f) for f in spec.folds)
+    lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name})", "",
+             f"Dice / Jaccard / precision / recall on each fold's validation cases; "
+             + (f"mean±std over folds {folds} (population std of the fold means)."
+                if len(spec.folds) > 1 else f"fold {folds} only (no std).")
+             + " Columns: training fraction. (n=k): only k folds finished.", ""]
+    header = "| model | " + " | ".join(f"{f:g}" for f in spec.fractions) + " |"
+    rule = "|---|" + "---|" * len(spec.fractions)
+    sections = len(spec.label_noises) > 1 or any(spec.label_noises)
+    for noise in spec.label_noises:
+        if sections:
+            what = "clean training masks" if noise == 0 else f"masks of {noise:.0%} of the training cases corrupted"
+            lines += [f"### Label noise {noise:g} ({what})", ""]
+        lines += [header, rule]
+        for model in spec.models:
+            cells = []
+            for fraction in spec.fractions:
+                row = results[(results["model"] == model.name) & (results["fraction"] == fraction)
+                              & (results["label_noise"] == noise)].iloc[0]
+                cells.append(format_cell(row, len(spec.folds)))
+            lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_tables(results: pd.DataFrame, spec: GridSpec, output_dir: Path) -> tuple[Path, Path, str]:
+    """Write benchmark.csv and benchmark.md; return their paths and the Markdown text."""
+    output_dir = Path(output_dir)
+    csv_path, markdown_path = output_dir / CSV_NAME, output_dir / MARKDOWN_NAME
+    with atomic_path(csv_path) as tmp:
+        results.to_csv(tmp, index=False)
+    markdown = markdown_table(results, spec)
+    write_text(markdown_path, markdown)
+    return csv_path, markdown_path, markdown
