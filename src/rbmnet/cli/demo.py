@@ -11,6 +11,7 @@ import time
 
 import click
 
+from rbmnet.conversion.synthetic import SOURCE as SYNTHETIC_SOURCE
 from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.errors import RbmnetError
 from rbmnet.paths import raw_dataset_dir, results_dataset_dir
@@ -56,7 +57,7 @@ def main(stop_after):
             source = load_dataset_json(raw).get("source", "")
         except RbmnetError:
             source = ""
-        if source != "synthetic":
+        if source != SYNTHETIC_SOURCE:
             click.echo(f"error: {raw} holds a dataset that is not the synthetic demo; "
                        f"set RBMNET_RAW/RBMNET_PREPROCESSED/RBMNET_RESULTS to other folders", err=True)
             sys.exit(2)

@@ -24,6 +24,8 @@ from rbmnet.errors import RbmnetError
 from rbmnet.parallel import map_cases
 from rbmnet.paths import raw_root
 
+SOURCE = "rbmnet.conversion.synthetic"  # recorded in dataset.json; the demo checks it before overwriting
+
 MIN_SIZE = 32
 
 
@@ -368,6 +370,6 @@ def write_synthetic_dataset(name: str = "Teeth", num_labeled: int = 40, num_unla
         list(map_cases(write_one, jobs, num_processes, f"generating {name}", progress))
         description = f"synthetic panoramic-like radiographs, seed {seed}, {width}x{height}"
         content = finish_dataset(dataset_dir, name, tooth_labels("FDI"), "FDI", description=description,
-                                 source="rbmnet.conversion.synthetic")
+                                 source=SOURCE)
     notes = [f"synthetic data, seed {seed}: not real radiographs"]
     return ConversionResult(raw_root() / name, content, notes)
