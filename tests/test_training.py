@@ -153,6 +153,8 @@ def test_segmentation_from_pretext_reports_consistent_metrics(tiny_env):
         raw = Image.open(tiny_env / "raw" / "Tiny" / "imagesTr" / f"{case['case']}.png")
         assert mask.size == raw.size
     assert (fold / "validation" / "summary.csv").is_file()
+    assert (fold / "validation_examples.png").is_file()  # the figure stays out of the mask folder
+    assert {p.stem for p in (fold / "validation").glob("*.png")} == set(splits[0]["val"])
     assert summary["fraction"] == 0.4 and summary["model_id"] == model.name
 
 

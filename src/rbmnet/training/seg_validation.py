@@ -13,7 +13,7 @@ from rbmnet.io.atomic import atomic_path, read_json
 from rbmnet.io.images import read_image, read_label, write_png
 from rbmnet.preprocessing.transforms import restore_probabilities
 
-FIGURE_NAME = "examples.png"
+FIGURE_NAME = "validation_examples.png"  # beside validation/, so that folder holds only masks
 
 
 def validate_fold(folder: Path, network, inputs, val_names: list[str], device, plan, meta: dict) -> dict:
@@ -34,7 +34,7 @@ def validate_fold(folder: Path, network, inputs, val_names: list[str], device, p
         "model_id": meta["model_id"], "fold": meta["fold"], "fraction": meta["fraction"], "seed": meta["seed"],
         "initialisation": meta["initialisation"], "architecture": meta["architecture"],
         "checkpoint": "checkpoint_final"})
-    write_examples_figure(out_dir / FIGURE_NAME, inputs.raw_dir, examples)
+    write_examples_figure(Path(folder) / FIGURE_NAME, inputs.raw_dir, examples)
     mean = summary["mean"]
     print(f"fold {meta['fold']} validation ({len(per_case)} cases, final checkpoint): "
           + "  ".join(f"{k} {mean[k]:.4f}" for k in ("dice", "jaccard", "precision", "recall")))
