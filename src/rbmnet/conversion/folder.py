@@ -20,11 +20,10 @@ from rbmnet.conversion.writer import (ConversionResult, check_values_fit_numberi
                                       staged_dataset_dir, write_case)
 from rbmnet.errors import RbmnetError
 from rbmnet.parallel import map_cases
-from rbmnet.io.images import case_name, is_image_file, read_image, read_label
+from rbmnet.io.images import image_files_by_case, read_image, read_label
 from rbmnet.paths import raw_root
 
 # Files that operating systems and viewers drop into folders; never radiographs.
-IGNORED_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -46,21 +45,10 @@ class CaseOutcome:
 
 
 def list_image_files(folder: Path) -> dict[str, Path]:
-    """Case name -> file of every image in `folder`; anything else but hidden/system files is an error."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Case name -> file of every image in a user's folder (subfolders are skipped)."""
+    if not Path(folder).is_dir():
         raise RbmnetError(f"{folder}: not a folder")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.name.lower() in IGNORED_FILE_NAMES or path.is_dir():
-            continue
-        if not is_image_file(path):
-            raise RbmnetError(f"{path}: not an image file (expected png, jpg, bmp or tif)")
-        case = case_name(path)
-        if case in files:
-            raise RbmnetError(f"{path}: duplicate case name '{case}' (also {files[case].name})")
-        files[case] = path
-    return files
+    return image_files_by_case(folder, subfolders_allowed=True)
 
 
 def pair_cases(images_dir: Path, labels_dir: Path, unlabeled_dir: Path | None = None,

@@ -21,14 +21,13 @@ from PIL import Image
 
 from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.errors import RbmnetError
-from rbmnet.io.images import IMAGE_SUFFIXES, case_name, is_image_file, read_image, read_label
+from rbmnet.io.images import image_files_by_case, read_image, read_label
 from rbmnet.parallel import map_cases
 from rbmnet.paths import raw_root, resolve_dataset_name
 
 IMAGE_FOLDERS = {"labeled": "imagesTr", "unlabeled": "imagesUnlabeled", "test": "imagesTs"}
 LABEL_FOLDER = "labelsTr"
 # Files that operating systems drop into folders; never data.
-IGNORED_NAMES = {"Thumbs.db", "desktop.ini"}
 
 
 @dataclass
@@ -101,21 +100,7 @@ def _more(cases: list[str]) -> str:
 
 
 def _case_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    files: dict[str, Path] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.name in IGNORED_NAMES:
-            continue
-        if entry.is_dir():
-            raise RbmnetError(f"{entry}: unexpected folder inside {folder.name}/ (only image files belong there)")
-        if not is_image_file(entry):
-            raise RbmnetError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-        case = case_name(entry)
-        if case in files:
-            raise RbmnetError(f"case '{case}' appears twice in {folder.name}/ ({files[case].name}, {entry.name})")
-        files[case] = entry
-    return files
+    return image_files_by_case(folder, subfolders_allowed=False) if folder.is_dir() else {}
 
 
 def _check_unique_across_folders(found: dict[str, dict[str, Path]]) -> None:

@@ -18,6 +18,34 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+IGNORED_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}  # written by file browsers
+
+
+def image_files_by_case(folder: str | os.PathLike, subfolders_allowed: bool = True) -> dict[str, Path]:
+    """{case name: file} of an images folder; hidden and file-browser files are ignored.
+
+    A non-image file or two files with one case name (a.png, a.jpg) are errors naming the file;
+    a subfolder is skipped, or an error where only image files belong.
+    """
+    folder = Path(folder)
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.name.lower() in IGNORED_FILE_NAMES:
+            continue
+        if path.is_dir():
+            if subfolders_allowed:
+                continue
+            raise RbmnetError(f"{path}: unexpected folder inside {folder.name}/ (only image files belong there)")
+        if not is_image_file(path):
+            raise RbmnetError(f"{path}: not an image file (expected png, jpg, bmp or tif)")
+        case = case_name(path)
+        if case in files:
+            raise RbmnetError(f"{path}: duplicate case name '{case}' (also {files[case].name}): "
+                              f"case '{case}' appears twice in {folder.name}/")
+        files[case] = path
+    return files
+
+
 def case_name(path: str | os.PathLike) -> str:
     """Case identifier of an image file: its name without the image suffix."""
     return Path(path).stem
