@@ -17,6 +17,7 @@ from rbmnet.training import batches
 from rbmnet.training.device_augmentation import draw_augmentation, gaussian_blur, intensity, warp
 from rbmnet.training.device_batches import DeviceBatches, batch_source, choose_data_path
 from rbmnet.training.label_noise import corrupted_cases, noisy_label
+from training_factory import make_tiny_dataset
 
 CPU = torch.device("cpu")
 TINY = {"network.features_per_stage": [4, 8, 16, 32, 64], "pretext.batch_size": 3, "segmentation.batch_size": 3,
@@ -26,19 +27,13 @@ TINY = {"network.features_per_stage": [4, 8, 16, 32, 64], "pretext.batch_size": 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A preprocessed synthetic dataset at 64x128: (root environment, plan, PreprocessedDataset)."""
-    from rbmnet.cli.plan_and_preprocess import plan_and_preprocess
-    from rbmnet.conversion.synthetic import write_synthetic_dataset
     from rbmnet.training.setup import load_stage_inputs
 
-    root = tmp_path_factory.mktemp("device_batches")
-    env = {"RBMNET_RAW": str(root / "raw"), "RBMNET_PREPROCESSED": str(root / "pre"),
-           "RBMNET_RESULTS": str(root / "results")}
+    env = make_tiny_dataset(tmp_path_factory.mktemp("device_batches"), num_labeled=8, num_unlabeled=2,
+                            num_test=0, seed=2, overrides=TINY)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        write_synthetic_dataset("Tiny", num_labeled=8, num_unlabeled=2, num_test=0, height=64, width=128,
-                                seed=2, progress=False)
-        plan_and_preprocess("Tiny", num_processes=1, overrides=dict(TINY), input_size=[64, 128], verbose=False)
         inputs = load_stage_inputs("Tiny", "plans", {})
     return env, inputs.plan, inputs.data
 

@@ -15,6 +15,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.training.distributed import (RANK_DIGEST_VARIABLE, Distributed, all_reduce_sum, environment_ranks,
                                          setup_distributed, state_digest, write_rank_digest)
 from rbmnet.training.losses import dice_bce_loss
+from training_factory import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"network.features_per_stage": [4, 8, 16, 32, 64], "pretext.batch_size": 2, "segmentation.batch_size": 2,
@@ -139,18 +140,8 @@ def test_two_ranks_compute_the_global_batch_dice_gradient_and_share_state(tmp_pa
 
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
-    from rbmnet.cli.plan_and_preprocess import plan_and_preprocess
-    from rbmnet.conversion.synthetic import write_synthetic_dataset
-
     root = tmp_path_factory.mktemp("ddp")
-    env = {"RBMNET_RAW": str(root / "raw"), "RBMNET_PREPROCESSED": str(root / "pre"),
-           "RBMNET_RESULTS": str(root / "results")}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        write_synthetic_dataset("Tiny", num_labeled=10, num_unlabeled=4, num_test=0, height=64, width=128,
-                                seed=1, progress=False)
-        plan_and_preprocess("Tiny", num_processes=1, overrides=dict(TINY), input_size=[64, 128], verbose=False)
+    env = make_tiny_dataset(root, num_labeled=10, num_unlabeled=4, num_test=0, seed=1, overrides=TINY)
     return root, env
 
 

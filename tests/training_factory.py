@@ -14,8 +14,10 @@ TINY_PLAN = {
 }
 
 
-def make_tiny_dataset(root: Path, name: str = "Tiny", num_labeled: int = 15, num_unlabeled: int = 5) -> dict[str, str]:
-    """Write raw + preprocessed data under `root`; returns the environment that points rbmnet at it."""
+def make_tiny_dataset(root: Path, name: str = "Tiny", num_labeled: int = 15, num_unlabeled: int = 5,
+                      num_test: int = 2, seed: int = 3, overrides: dict | None = None) -> dict[str, str]:
+    """Write raw + preprocessed 64 x 128 synthetic data under `root` (plan: TINY_PLAN unless `overrides`);
+    returns the environment that points rbmnet at it."""
     env = {"RBMNET_RAW": str(root / "raw"), "RBMNET_PREPROCESSED": str(root / "pre"),
            "RBMNET_RESULTS": str(root / "results")}
     previous = {k: os.environ.get(k) for k in env}
@@ -24,9 +26,10 @@ def make_tiny_dataset(root: Path, name: str = "Tiny", num_labeled: int = 15, num
         from rbmnet.cli.plan_and_preprocess import plan_and_preprocess
         from rbmnet.conversion.synthetic import write_synthetic_dataset
 
-        write_synthetic_dataset(name, num_labeled=num_labeled, num_unlabeled=num_unlabeled, num_test=2,
-                                height=64, width=128, seed=3, progress=False)
-        plan_and_preprocess(name, num_processes=1, overrides=dict(TINY_PLAN), input_size=[64, 128], verbose=False)
+        write_synthetic_dataset(name, num_labeled=num_labeled, num_unlabeled=num_unlabeled, num_test=num_test,
+                                height=64, width=128, seed=seed, progress=False)
+        plan_and_preprocess(name, num_processes=1, overrides=dict(TINY_PLAN if overrides is None else overrides),
+                            input_size=[64, 128], verbose=False)
     finally:
         for key, value in previous.items():
             if value is None:
