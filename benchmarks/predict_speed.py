@@ -48,7 +48,8 @@ def build_default_model(folder: Path) -> Path:
     from rbmnet.io.atomic import write_json
     from rbmnet.networks import build_network
     from rbmnet.planning.plan import Plan
-    from rbmnet.training.checkpoint import save_checkpoint
+    from rbmnet.training.checkpoint import FINAL, save_checkpoint
+    from rbmnet.training.model_folder import fold_folder_name
 
     plan = Plan(dataset_name="Bench")
     dataset_json = make_dataset_json("Bench", tooth_labels(None), 0, 0)
@@ -58,7 +59,7 @@ def build_default_model(folder: Path) -> Path:
     torch.manual_seed(0)
     meta = {"stage": "segmentation", "architecture": plan.network.architecture, "model_id": model_folder.name,
             "fold": "0", "output_channels": 1, "task": "binary", "labels": dataset_json["labels"]}
-    save_checkpoint(model_folder / "fold_0" / "checkpoint_final.pt", build_network(plan.network, 1), None, 0, [],
+    save_checkpoint(model_folder / fold_folder_name(0) / FINAL, build_network(plan.network, 1), None, 0, [],
                     plan.to_dict(), dataset_json, meta)
     return model_folder
 

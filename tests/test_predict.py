@@ -132,6 +132,10 @@ def test_ensemble_averages_fold_probabilities_before_threshold(model_folder, inp
     both = load_ensemble(model_folder, ["0", "1"], device).predict(images)
     single = [load_ensemble(model_folder, [f], device).predict(images) for f in ("0", "1")]
     np.testing.assert_allclose(both, (single[0] + single[1]) / 2, atol=1e-6)
+    # TTA is the mean of the image's and the mirrored image's probabilities (mirrored back), width only
+    fold0 = load_ensemble(model_folder, ["0"], device)
+    mirrored = fold0.predict(images[..., ::-1])[..., ::-1]
+    np.testing.assert_allclose(fold0.predict(images, tta=True), (single[0] + mirrored) / 2, atol=1e-5)
 
 
 def test_overlay_tta_and_name_clash(model_folder, inputs, tmp_path):

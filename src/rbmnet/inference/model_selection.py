@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
 from rbmnet.training.checkpoint import FINAL
 
@@ -72,7 +73,7 @@ def model_dataset_name(model_folder: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text()).get("name")
+        return read_json(path).get("name")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise RbmnetError(f"{path}: not a valid dataset.json") from None
 
@@ -84,11 +85,7 @@ def choose_model(dataset: str | None, model: str | None, folds: list[str] | None
     dataset than -d names is refused: its labels and preprocessing belong to other images.
     """
     if model is not None and Path(model).expanduser().is_dir():
-        folder = Path(model).expanduser().absolute()
-        how = "given"
-        trained_on = model_dataset_name(folder)
-        if dataset is not None and trained_on is not None and trained_on != dataset:
-            raise RbmnetError(f"{folder}: model was trained on dataset '{trained_on}', not '{dataset}'")
+        folder, how = Path(model).expanduser().absolute(), "given"
     else:
         dataset = _results_dataset(dataset)
         dataset_dir = results_dataset_dir(dataset)
@@ -99,9 +96,9 @@ def choose_model(dataset: str | None, model: str | None, folds: list[str] | None
             if not folder.is_dir():
                 raise RbmnetError(f"--model {model}: neither a folder nor a model id in {dataset_dir} "
                                   f"(models: {', '.join(_model_ids(dataset_dir)) or 'none'})")
-        trained_on = model_dataset_name(folder)
-        if trained_on is not None and trained_on != dataset:
-            raise RbmnetError(f"{folder}: model was trained on dataset '{trained_on}', not '{dataset}'")
+    trained_on = model_dataset_name(folder)
+    if dataset is not None and trained_on is not None and trained_on != dataset:
+        raise RbmnetError(f"{folder}: model was trained on dataset '{trained_on}', not '{dataset}'")
     return ModelChoice(folder=folder, folds=select_folds(folder, folds), how=how)
 
 
