@@ -19,7 +19,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
-from rbmnet.training.label_noise import check_share, corrupted_cases, noisy_label
+from rbmnet.training.label_noise import check_share, training_labels
 from rbmnet.training.masking import block_mask
 
 TASKS = ("pretext", "seg")
@@ -64,8 +64,7 @@ def make_batch(source: PreprocessedDataset, case_names: list[str], plan: Plan, t
     label = None
     if task == "seg":
         # label noise (label_noise.py) corrupts a seeded share of the training cases, before augmentation
-        corrupted = set(corrupted_cases(case_names, label_noise, seed)) if label_noise else set()
-        label = np.stack([noisy_label(source.label(name), name, corrupted, seed) for name in names])[:, None]
+        label = training_labels(source, names, case_names, label_noise, seed)[:, None]
     if transforms is not None:
         image, label = apply_transforms(transforms, int(rng.integers(2**63)), image, label)
     if task == "pretext":

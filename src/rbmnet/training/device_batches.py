@@ -31,7 +31,7 @@ from rbmnet.planning.planner import DEVICE_DATA_SHARE, resident_data_bytes
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.training import batches
 from rbmnet.training.device_augmentation import draw_augmentation, intensity, to_device, warp
-from rbmnet.training.label_noise import corrupted_cases, noisy_label
+from rbmnet.training.label_noise import training_labels
 from rbmnet.training.masking import block_masks_torch
 
 DATA_PATHS = ("auto", "device", "workers")
@@ -62,8 +62,7 @@ class DeviceBatches:
         self.targets = None
         if task == "seg":
             # label noise is decided once per case (label_noise.py), so it can be applied here, once
-            corrupted = set(corrupted_cases(self.case_names, label_noise, seed)) if label_noise else set()
-            labels = np.stack([noisy_label(source.label(n), n, corrupted, seed) for n in self.case_names])
+            labels = training_labels(source, self.case_names, self.case_names, label_noise, seed)
             targets = batches.segmentation_target(labels, plan).astype(np.uint8)
             self.targets = torch.from_numpy(targets).to(self.device)
 

@@ -19,6 +19,7 @@ Label maps with a single foreground value (binary masks) are corrupted per conne
 """
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
@@ -188,3 +189,15 @@ def noisy_label(label: np.ndarray, case: str, corrupted: set[str] | list[str], s
     if key not in _CORRUPTED_CACHE:
         _CORRUPTED_CACHE[key], _ = corrupt_label(label, case_rng(seed, case, _CORRUPTION_STREAM))
     return _CORRUPTED_CACHE[key].copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _corrupted_set(case_names: tuple[str, ...], share: float, seed: int) -> frozenset[str]:
+    return frozenset(corrupted_cases(list(case_names), share, seed)) if share else frozenset()
+
+
+def training_labels(source, names: list[str], case_names: list[str], share: float, seed: int) -> np.ndarray:
+    """(len(names), H, W) training label maps read from `source` (.label(name)), those of the corrupted
+    share of `case_names` corrupted. Which cases is decided once per process: make_batch asks every batch."""
+    corrupted = _corrupted_set(tuple(case_names), share, seed)
+    return np.stack([noisy_label(source.label(name), name, corrupted, seed) for name in names])
