@@ -23,7 +23,7 @@ from rbmnet.io.atomic import read_json
 from rbmnet.paths import results_dataset_dir
 from rbmnet.training.checkpoint import FINAL, LATEST
 from rbmnet.training.label_noise import check_share
-from rbmnet.training.model_folder import fold_folder_name, pretext_model_id, segmentation_model_id
+from rbmnet.training.model_folder import INIT_TAGS, fold_folder_name, pretext_model_id, segmentation_model_id
 from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
 
 RBM_ARCHITECTURE = "resunet"  # the paper pretrains its Modified ResUNet
@@ -37,7 +37,7 @@ class ModelSpec:
 
     @property
     def init_tag(self) -> str:  # as training/segmentation.resolve_initialisation names it in the model id
-        return "rbm" if self.init == "pretext" else "scratch"
+        return INIT_TAGS[self.init]
 
 
 BASELINES = {

@@ -16,6 +16,10 @@ from rbmnet.paths import results_dataset_dir
 from rbmnet.training.checkpoint import FINAL, LATEST
 
 
+# the initialisation part of a segmentation model id, by `rbmnet_train seg --init` value
+INIT_TAGS = {"pretext": "rbm", "scratch": "scratch"}
+
+
 def pretext_model_id(architecture: str, plans_name: str, seed_tag: str = "") -> str:
     return f"pretext__{architecture}__{plans_name}{seed_tag}"
 

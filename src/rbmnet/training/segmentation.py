@@ -26,7 +26,7 @@ from rbmnet.training.initialisation import load_pretrained
 from rbmnet.training.label_noise import check_share, corrupted_cases
 from rbmnet.training.loop import TrainingRun, resume, train
 from rbmnet.training.losses import dice_bce_loss
-from rbmnet.training.model_folder import (fold_folder_name, prepare_model_folder, prepare_run_folder,
+from rbmnet.training.model_folder import (INIT_TAGS, fold_folder_name, prepare_model_folder, prepare_run_folder,
                                           pretext_model_id, segmentation_model_id)
 from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.seg_validation import validate_fold, write_crossval_if_several
@@ -61,12 +61,12 @@ def resolve_initialisation(init: str | None, dataset_name: str, architecture: st
     if init is None:
         init = "pretext" if pretext_checkpoint.is_file() else "scratch"
     if init == "scratch":
-        return "scratch", None
+        return INIT_TAGS["scratch"], None
     if init == "pretext":
         if not pretext_checkpoint.is_file():
             raise RbmnetError(f"{pretext_checkpoint}: no finished pretext training for {architecture}/{plans_name}; "
                               f"run rbmnet_train pretext first or pass --init scratch")
-        return "rbm", pretext_checkpoint
+        return INIT_TAGS["pretext"], pretext_checkpoint
     path = Path(init)
     if not path.is_file():
         raise RbmnetError(f"--init {init}: not 'pretext', 'scratch' or an existing checkpoint file")
