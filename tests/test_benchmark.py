@@ -132,6 +132,11 @@ def test_table_numbers_equal_the_fold_summaries(bench, results):
             assert row[f"{metric}_std"] == pytest.approx(crossval["std"][metric], abs=1e-12)
         assert f"{format_cell(row, 2)} |" in markdown
         assert f"{row['dice_mean']:.3f}".removeprefix("0") in format_cell(row, 2)
+    noise_section = markdown[markdown.index("### Dice by label noise"):]
+    assert "| model | 0.5 @ noise 0 | 0.5 @ noise 1 |" in noise_section
+    for model, rows in table.groupby("model"):
+        dice = [f"{d:.3f}".removeprefix("0") for d in rows.sort_values("label_noise")["dice_mean"]]
+        assert f"| {model} | {dice[0]} | {dice[1]} |" in noise_section
 
 
 def test_noisy_cells_trained_on_corrupted_masks_are_evaluated_on_clean_ones(bench, results):
@@ -175,7 +180,7 @@ def test_bad_options_are_one_line_errors(bench):
 
 
 def test_a_failing_cell_is_reported_and_the_others_kept(bench, results, monkeypatch, tmp_path):
-    """Cells are faked (no training): linknet writes known fold means, one pspnet cell raises."""
+    """Cells are faked (no training): linknet writes known fold means and its plan, one pspnet cell raises."""
     dice = {(0.25, 0): 0.8, (0.25, 1): 0.6, (0.5, 0): 0.9, (0.5, 1): 0.7}
 
     def fake_run_cell(cell, inputs, state, spec):
@@ -183,7 +188,7 @@ def test_a_failing_cell_is_reported_and_the_others_kept(bench, results, monkeypa
             raise RuntimeError("CUDA out of memory\nsecond line")
         folder = grid.cell_folder(spec.dataset_name, spec.plans_name, cell)
         folder.mkdir(parents=True)
-        (folder / FINAL).write_bytes(b"")
+        torch.save({"plan": grid.cell_plan(cell, inputs)}, folder / FINAL)  # what the table's check reads
         value = dice[(cell.fraction, cell.fold)]
         write_json(folder / "validation" / "summary.json",
                    {"mean": {"dice": value, "jaccard": value / 2, "precision": 1.0, "recall": value}})

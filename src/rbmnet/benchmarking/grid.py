@@ -7,6 +7,10 @@ reads the same fold summaries `rbmnet_train` writes. A cell is
     interrupted  checkpoint_latest present: resumed (--continue), which also re-does a missing validation;
     stale        finished, but on other cases than the current splits give (splits re-made): reported as a
                  failure, never silently mixed into the table nor deleted;
+    changed      finished or interrupted, but under other settings than this run asks for (the plan its
+                 checkpoint holds differs, e.g. other --epochs), or an RBM cell initialised from an older
+                 pretext model than the one there now: retrained with --retrain-changed, else reported as
+                 a failure naming the differences, so numbers of different recipes never share a table;
     new          trained from the start.
 Everything that can be checked before training (folds exist, fractions fit the folds) is checked first,
 so a grid that cannot run fails before hours of training, not in the middle.
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import click
 
+from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
+                                        describe_changes)
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import results_dataset_dir
@@ -88,6 +94,7 @@ class GridSpec:
     pretext_overrides: dict = field(default_factory=dict)
     device: str = "auto"
     num_workers: int = 2
+    retrain_changed: bool = False  # retrain cells (and the pretext model) trained under other settings
 
     def cells(self) -> list[Cell]:
         # fold-major: after the first fold every model and fraction has a number in the table
@@ -101,24 +108,48 @@ class GridOutcome:
     resumed: list[Cell] = field(default_factory=list)
     skipped: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell | str, str]] = field(default_factory=list)  # (cell or "pretext", one-line reason)
+    retrained: list[Cell] = field(default_factory=list)  # changed cells trained again (also in `trained`)
+
+
+@dataclass(frozen=True)
+class CellState:
+    name: str  # finished, interrupted, stale, changed or new (module docstring)
+    reason: str = ""  # why a cell is stale or changed
 
 
 def cell_folder(dataset_name: str, plans_name: str, cell: Cell) -> Path:
     return results_dataset_dir(dataset_name) / cell.model_id(plans_name) / fold_folder_name(cell.fold)
 
 
-def cell_state(folder: Path, expected_validation: list[str] | None = None) -> str:
-    """'finished', 'interrupted', 'stale' or 'new' (see the module docstring)."""
-    summary = folder / "validation" / "summary.json"
-    if (folder / FINAL).is_file() and summary.is_file():
-        recorded = folder / "training_cases.json"
-        if expected_validation is not None and recorded.is_file():
-            if sorted(read_json(recorded).get("validation_cases", [])) != sorted(expected_validation):
-                return "stale"
-        return "finished"
-    if (folder / LATEST).is_file():
-        return "interrupted"
-    return "new"
+def cell_state(folder: Path, expected_validation: list[str] | None = None, current_plan: dict | None = None,
+               pretext_final: Path | None = None, sections: tuple[str, ...] = SEGMENTATION_SECTIONS) -> CellState:
+    """The cell's state (module docstring). `current_plan`: the plan this run would train the cell with
+    (None: settings are not compared); `pretext_final`: the pretext checkpoint an RBM cell starts from."""
+    final, latest = folder / FINAL, folder / LATEST
+    finished = final.is_file() and (folder / "validation" / "summary.json").is_file()
+    checkpoint = final if finished else latest if latest.is_file() else None
+    if checkpoint is None:
+        return CellState("new")
+    if current_plan is not None:
+        changes = checkpoint_changes(checkpoint, current_plan, sections)
+        if pretext_final is not None and pretext_final.is_file() and \
+                pretext_final.stat().st_mtime_ns > checkpoint.stat().st_mtime_ns:
+            changes.append(f"the pretext model {pretext_final.parent.name} was trained again after this cell")
+        if changes:
+            return CellState("changed", describe_changes(changes))
+    recorded = folder / "training_cases.json"
+    if finished and expected_validation is not None and recorded.is_file():
+        if sorted(read_json(recorded).get("validation_cases", [])) != sorted(expected_validation):
+            return CellState("stale", "trained on other validation cases than the splits now give "
+                                      "(splits re-made?)")
+    return CellState("finished" if finished else "interrupted")
+
+
+def cell_plan(cell: Cell, inputs: StageInputs) -> dict:
+    """The plan rbmnet_train seg writes into the cell's checkpoint (its architecture replaces the plan's)."""
+    plan = inputs.plan.to_dict()
+    plan["network"] = {**plan["network"], "architecture": cell.model.architecture}
+    return plan
 
 
 def stage_inputs_per_fraction(spec: GridSpec) -> dict[float, StageInputs]:
@@ -165,70 +196,103 @@ def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
         raise RbmnetError("the benchmark grid cannot run, nothing was trained: " + "; ".join(problems))
 
 
-def ensure_pretext(spec: GridSpec, outcome: GridOutcome, echo=click.echo) -> None:
-    """Train the RBM pretext model once (resume it when interrupted); reuse it when finished."""
+def pretext_folder(spec: GridSpec) -> Path:
+    return results_dataset_dir(spec.dataset_name) / pretext_model_id(RBM_ARCHITECTURE, spec.plans_name)
+
+
+def ensure_pretext(spec: GridSpec, outcome: GridOutcome, echo=click.echo) -> bool:
+    """Train the RBM pretext model once (resume it when interrupted); reuse it when finished under the
+    settings asked for. Returns whether a pretext model fit to start RBM cells from exists."""
     from rbmnet.training.pretext import run_pretext
 
-    folder = results_dataset_dir(spec.dataset_name) / pretext_model_id(RBM_ARCHITECTURE, spec.plans_name)
-    if (folder / FINAL).is_file():
-        echo(f"pretext: finished model found, reused ({folder})")
-        return
-    resume_run = (folder / LATEST).is_file()
-    echo(f"pretext: {'resuming' if resume_run else 'training'} {folder.name}")
+    folder = pretext_folder(spec)
     try:
         inputs = load_stage_inputs(spec.dataset_name, spec.plans_name,
                                    {**spec.pretext_overrides, "network.architecture": RBM_ARCHITECTURE})
-        run_pretext(inputs, spec.device, spec.num_workers, resume_run=resume_run)
+        checkpoint = next((folder / name for name in (FINAL, LATEST) if (folder / name).is_file()), None)
+        changes = checkpoint_changes(checkpoint, inputs.plan.to_dict(), PRETEXT_SECTIONS) if checkpoint else []
+        if changes and not spec.retrain_changed:
+            raise RbmnetError(f"{folder} was trained under other settings ({describe_changes(changes)}); "
+                              f"pass --retrain-changed to train it (and its RBM cells) again, or use another plan (-p)")
+        if checkpoint is not None and checkpoint.name == FINAL and not changes:
+            echo(f"pretext: finished model found, reused ({folder})")
+            return True
+        resume_run = checkpoint is not None and not changes
+        what = "retraining (settings changed)" if changes else "resuming" if resume_run else "training"
+        echo(f"pretext: {what} {folder.name}")
+        run_pretext(inputs, spec.device, spec.num_workers, resume_run=resume_run, overwrite=bool(changes))
+        return True
     except Exception as exc:  # the baselines do not need it: report, go on
         outcome.failed.append(("pretext", one_line(exc)))
         echo(f"FAILED pretext: {one_line(exc)}", err=True)
+        return False
 
 
 def run_cell(cell: Cell, inputs: StageInputs, state: str, spec: GridSpec) -> None:
     from rbmnet.training.segmentation import run_segmentation
 
     run_segmentation(inputs, str(cell.fold), cell.model.architecture, cell.model.init, spec.device,
-                     spec.num_workers, resume_run=state == "interrupted", overwrite=False,
+                     spec.num_workers, resume_run=state == "interrupted", overwrite=state == "changed",
                      label_noise=cell.label_noise)
+
+
+def grid_states(spec: GridSpec, inputs: dict[float, StageInputs]) -> dict[Cell, CellState]:
+    from rbmnet.training.segmentation import fold_split
+
+    first = inputs[spec.fractions[0]]
+    labeled = first.data.names("labeled")
+    validation = {fold: fold_split(first.preprocessed_dir, str(fold), labeled)[1] for fold in spec.folds}
+    pretext_final = pretext_folder(spec) / FINAL
+    states = {}
+    for cell in spec.cells():
+        rbm = cell.model.init == "pretext"
+        states[cell] = cell_state(cell_folder(spec.dataset_name, spec.plans_name, cell), validation[cell.fold],
+                                  cell_plan(cell, inputs[cell.fraction]),
+                                  pretext_final if rbm else None, RBM_SECTIONS if rbm else SEGMENTATION_SECTIONS)
+    return states
 
 
 def run_grid(spec: GridSpec, echo=click.echo) -> GridOutcome:
     """Check the grid, train the pretext model if needed, then every cell that is not finished."""
-    from rbmnet.training.segmentation import fold_split
-
     inputs = stage_inputs_per_fraction(spec)
     check_grid(spec, inputs)
     outcome = GridOutcome()
     cells = spec.cells()
-    first = inputs[spec.fractions[0]]
-    labeled = first.data.names("labeled")
-    validation = {fold: fold_split(first.preprocessed_dir, str(fold), labeled)[1] for fold in spec.folds}
-    states = {cell: cell_state(cell_folder(spec.dataset_name, spec.plans_name, cell), validation[cell.fold])
-              for cell in cells}
-    if any(cell.model.init == "pretext" and states[cell] == "new" for cell in cells):
-        ensure_pretext(spec, outcome, echo)
+    states = grid_states(spec, inputs)
+    pretext_ready = True
+    if any(cell.model.init == "pretext" and states[cell].name != "finished" for cell in cells):
+        pretext_ready = ensure_pretext(spec, outcome, echo)
     for number, cell in enumerate(cells, start=1):
         position = f"[{number}/{len(cells)}]"
         folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
         state = states[cell]
-        if state == "finished":
+        if state.name == "finished":
             echo(f"{position} skipped {cell.describe()}: already trained ({folder})")
             outcome.skipped.append(cell)
             continue
-        if state == "stale":
-            reason = (f"{folder} was trained on other validation cases than {first.preprocessed_dir.name}/"
-                      f"splits_final.json now gives (splits re-made?); delete that folder to retrain it")
+        reason = None
+        if state.name == "stale":
+            reason = f"{folder} was {state.reason}; delete that folder to retrain it"
+        elif state.name == "changed" and not spec.retrain_changed:
+            reason = (f"{folder} was trained under other settings ({state.reason}); pass --retrain-changed "
+                      f"to train it again, or use another plan (-p)")
+        elif cell.model.init == "pretext" and not pretext_ready:
+            reason = "no pretext model to start from (see the pretext failure)"
+        if reason:
             echo(f"{position} FAILED {cell.describe()}: {reason}", err=True)
             outcome.failed.append((cell, reason))
             continue
-        echo(f"{position} {'resuming' if state == 'interrupted' else 'training'} {cell.describe()}")
+        what = {"interrupted": "resuming", "changed": f"retraining (settings changed: {state.reason})"}
+        echo(f"{position} {what.get(state.name, 'training')} {cell.describe()}")
         try:
-            run_cell(cell, inputs[cell.fraction], state, spec)
+            run_cell(cell, inputs[cell.fraction], state.name, spec)
         except Exception as exc:  # one failing cell must not lose the others: report it, go on
             echo(f"{position} FAILED {cell.describe()}: {one_line(exc)}", err=True)
             outcome.failed.append((cell, one_line(exc)))
             continue
-        (outcome.resumed if state == "interrupted" else outcome.trained).append(cell)
+        (outcome.resumed if state.name == "interrupted" else outcome.trained).append(cell)
+        if state.name == "changed":
+            outcome.retrained.append(cell)
     return outcome
 
 

@@ -36,7 +36,8 @@ def plot_dice_vs_fraction(results: pd.DataFrame, path: Path, title: str = "") ->
         axis.set_title(f"label noise {noise:g}" if len(noises) > 1 or noise else "clean labels", fontsize=10)
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("Dice (mean ± std over folds)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    if axes[0][-1].get_legend_handles_labels()[0]:  # no finished cell: nothing to name
+        axes[0][-1].legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -25,17 +25,18 @@ TABLE_METRICS = ("dice", "jaccard", "precision", "recall")  # the paper's cell, 
 MISSING = "–"
 
 
-def collect_results(spec: GridSpec) -> pd.DataFrame:
-    """One row per (model, fraction, noise) with the metric means/stds over the folds that have a summary."""
+def collect_results(spec: GridSpec, left_out: frozenset[Cell] = frozenset()) -> pd.DataFrame:
+    """One row per (model, fraction, noise) with the metric means/stds over the folds that have a summary;
+    `left_out` cells (trained under other settings or splits) count as missing."""
     rows = []
     for noise in spec.label_noises:
         for model in spec.models:
             for fraction in spec.fractions:
                 summaries = {}
                 for fold in spec.folds:
-                    path = cell_folder(spec.dataset_name, spec.plans_name,
-                                       Cell(model, fraction, fold, noise)) / "validation" / "summary.json"
-                    if path.is_file():
+                    cell = Cell(model, fraction, fold, noise)
+                    path = cell_folder(spec.dataset_name, spec.plans_name, cell) / "validation" / "summary.json"
+                    if path.is_file() and cell not in left_out:
                         summaries[fold] = read_json(path)
                 cell = Cell(model, fraction, spec.folds[0], noise)
                 row = {"model": model.name, "architecture": model.architecture, "initialisation": model.init,
@@ -54,6 +55,11 @@ def _number(value: float) -> str:
     return f"{value:.3f}".removeprefix("0")  # the paper's compact ".851"
 
 
+def result_row(results: pd.DataFrame, model: str, fraction: float, noise: float) -> pd.Series:
+    return results[(results["model"] == model) & (results["fraction"] == fraction)
+                   & (results["label_noise"] == noise)].iloc[0]
+
+
 def format_cell(row: pd.Series, folds_asked: int) -> str:
     if row["num_folds"] == 0:
         return MISSING
@@ -65,13 +71,15 @@ def format_cell(row: pd.Series, folds_asked: int) -> str:
     return text if row["num_folds"] == folds_asked else f"{text} (n={row['num_folds']})"
 
 
-def markdown_table(results: pd.DataFrame, spec: GridSpec) -> str:
+def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0) -> str:
     folds = ", ".join(str(f) for f in spec.folds)
     lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name})", "",
              f"Dice / Jaccard / precision / recall on each fold's validation cases; "
              + (f"mean±std over folds {folds} (population std of the fold means)."
                 if len(spec.folds) > 1 else f"fold {folds} only (no std).")
-             + " Columns: training fraction. (n=k): only k folds finished.", ""]
+             + " Columns: training fraction. (n=k): only k folds finished."
+             + (f" {num_left_out} trained cell(s) left out: trained under other settings or splits than this "
+                f"run's (rbmnet_benchmark --retrain-changed trains them again)." if num_left_out else ""), ""]
     header = "| model | " + " | ".join(f"{f:g}" for f in spec.fractions) + " |"
     rule = "|---|" + "---|" * len(spec.fractions)
     sections = len(spec.label_noises) > 1 or any(spec.label_noises)
@@ -83,20 +91,38 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec) -> str:
         for model in spec.models:
             cells = []
             for fraction in spec.fractions:
-                row = results[(results["model"] == model.name) & (results["fraction"] == fraction)
-                              & (results["label_noise"] == noise)].iloc[0]
-                cells.append(format_cell(row, len(spec.folds)))
+                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds)))
             lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
         lines.append("")
+    if len(spec.label_noises) > 1:
+        lines += noise_table(results, spec)
     return "\n".join(lines)
 
 
-def write_tables(results: pd.DataFrame, spec: GridSpec, output_dir: Path) -> tuple[Path, Path, str]:
+def noise_table(results: pd.DataFrame, spec: GridSpec) -> list[str]:
+    """Dice only, one column per (fraction, noise level): how much each model loses to wrong masks."""
+    columns = [(fraction, noise) for fraction in spec.fractions for noise in spec.label_noises]
+    lines = ["### Dice by label noise", "",
+             "Mean Dice (as above) with the share of corrupted training masks as columns; "
+             "the evaluation masks are always clean.", "",
+             "| model | " + " | ".join(f"{f:g} @ noise {p:g}" for f, p in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for model in spec.models:
+        cells = []
+        for fraction, noise in columns:
+            row = result_row(results, model.name, fraction, noise)
+            cells.append(MISSING if row["num_folds"] == 0 else _number(row["dice_mean"]))
+        lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_tables(results: pd.DataFrame, spec: GridSpec, output_dir: Path,
+                 num_left_out: int = 0) -> tuple[Path, Path, str]:
     """Write benchmark.csv and benchmark.md; return their paths and the Markdown text."""
     output_dir = Path(output_dir)
     csv_path, markdown_path = output_dir / CSV_NAME, output_dir / MARKDOWN_NAME
     with atomic_path(csv_path) as tmp:
         results.to_csv(tmp, index=False)
-    markdown = markdown_table(results, spec)
+    markdown = markdown_table(results, spec, num_left_out)
     write_text(markdown_path, markdown)
     return csv_path, markdown_path, markdown

@@ -52,19 +52,24 @@ def parse_list(text: str, kind, option: str) -> list:
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Folder for the table and plot (default: rbmnet_results/NAME/benchmark).")
 @click.option("--table-only", is_flag=True, help="Train nothing; write the table from the cells trained so far.")
+@click.option("--retrain-changed", is_flag=True,
+              help="Train again the cells (and the pretext model) that were trained under other settings than "
+                   "this run asks for; without it they are reported as failures and left as they are.")
 @friendly_errors
 def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs, lr, batch_size, device,
-         num_workers, overrides, output, table_only):
+         num_workers, overrides, output, table_only, retrain_changed):
     """Compare U-Net, PSPNet, LinkNet, Modified ResUNet and RBM + Modified ResUNet over training fractions.
 
     Finished cells are skipped, interrupted ones resumed, so the command can be re-run after an
     interruption or with more folds/fractions; a failing cell is reported and the others go on.
-    A finished cell is reused whatever options trained it: to compare other settings use another
-    plan (-p), or delete the cell's fold folder.
+    A finished cell is reused only when the plan in its checkpoint matches the settings of this run
+    (plan, --epochs, --set ...); one trained under other settings is reported, never mixed into the
+    table: --retrain-changed trains it again, another plan (-p) keeps both.
     """
     from pathlib import Path
 
-    from rbmnet.benchmarking.grid import GridSpec, run_grid, segmentation_overrides, select_models
+    from rbmnet.benchmarking.grid import (GridSpec, grid_states, run_grid, segmentation_overrides, select_models,
+                                          stage_inputs_per_fraction)
     from rbmnet.benchmarking.plot import PLOT_NAME, plot_dice_vs_fraction
     from rbmnet.benchmarking.table import collect_results, write_tables
     from rbmnet.paths import resolve_dataset_name, results_dataset_dir
@@ -83,18 +88,22 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
                     fractions=fraction_values, folds=parse_list(folds, int, "--folds"),
                     label_noises=parse_list(label_noise, float, "--label-noise"),
                     overrides=segmentation_overrides(epochs, lr, batch_size, extra),
-                    pretext_overrides=extra, device=device, num_workers=num_workers)
+                    pretext_overrides=extra, device=device, num_workers=num_workers,
+                    retrain_changed=retrain_changed)
     outcome = None
     if not table_only:
         outcome = run_grid(spec)
     output_dir = Path(output) if output else results_dataset_dir(name) / "benchmark"
-    results = collect_results(spec)
-    csv_path, markdown_path, markdown = write_tables(results, spec, output_dir)
+    states = grid_states(spec, stage_inputs_per_fraction(spec))  # after training: what the table may use
+    left_out = frozenset(cell for cell, state in states.items() if state.name in ("stale", "changed"))
+    results = collect_results(spec, left_out)
+    csv_path, markdown_path, markdown = write_tables(results, spec, output_dir, len(left_out))
     plot_path = plot_dice_vs_fraction(results, output_dir / PLOT_NAME, title=f"{name} (plan {plans_name})")
     click.echo("\n" + markdown)
     click.echo(f"wrote {markdown_path}, {csv_path}, {plot_path}")
     if outcome is not None:
-        click.echo(f"cells: {len(outcome.trained)} trained, {len(outcome.resumed)} resumed, "
+        retrained = f" ({len(outcome.retrained)} of them retrained: settings changed)" if outcome.retrained else ""
+        click.echo(f"cells: {len(outcome.trained)} trained{retrained}, {len(outcome.resumed)} resumed, "
                    f"{len(outcome.skipped)} skipped (already trained), {len(outcome.failed)} failed; "
                    f"{time.perf_counter() - started:.1f} s")
         if outcome.failed:

@@ -69,6 +69,18 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise RbmnetError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
+def read_checkpoint_plan(path: Path) -> dict:
+    """The plan a checkpoint was trained with, without reading its tensors (memory-mapped)."""
+    path = Path(path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # empty, truncated or foreign file
+        raise RbmnetError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("plan"), dict):
+        raise RbmnetError(f"{path}: holds no plan (not an rbmnet checkpoint)")
+    return content["plan"]
+
+
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
     """The bare module under DistributedDataParallel or torch.compile wrappers."""
     network = getattr(network, "module", network)

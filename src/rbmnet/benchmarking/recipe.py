@@ -1,0 +1,60 @@
+"""A cell's recipe: the plan keys that decide what a training run produces, and how two plans differ in them.
+
+A finished cell is reused only when the plan in its checkpoint matches, in these keys, the plan this
+benchmark run would train it with; otherwise `rbmnet_benchmark --epochs 50` after a 5-epoch grid would
+print the 5-epoch numbers under the new heading. Keys that only decide where or how fast batches are
+made (worker count, data path) are left out: they do not change the numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rbmnet.errors import RbmnetError
+from rbmnet.training.checkpoint import read_checkpoint_plan
+
+SEGMENTATION_SECTIONS = ("input_size", "normalization", "network", "segmentation", "augmentation", "seed")
+PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretext", "augmentation", "seed")
+RBM_SECTIONS = SEGMENTATION_SECTIONS + ("masking", "pretext")  # an RBM cell is also the pretext recipe
+RUNTIME_ONLY = {"augmentation": {"num_workers", "data_path"}}
+MAX_LISTED = 4  # differences named in one message
+
+
+def recipe(plan: dict, sections: tuple[str, ...]) -> dict[str, object]:
+    """The plan's result-deciding values as flat 'section.key' -> value."""
+    flat = {}
+    for section in sections:
+        value = plan.get(section)
+        if isinstance(value, dict):
+            flat.update({f"{section}.{key}": item for key, item in value.items()
+                         if key not in RUNTIME_ONLY.get(section, set())})
+        else:
+            flat[section] = value
+    return flat
+
+
+def recipe_changes(recorded: dict, current: dict, sections: tuple[str, ...]) -> list[str]:
+    """'key: recorded -> current' for every recipe value that differs (lists and tuples compare equal)."""
+    before, after = recipe(recorded, sections), recipe(current, sections)
+
+    def same(a, b) -> bool:
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
+            if not same(before.get(key), after.get(key))]
+
+
+def checkpoint_changes(checkpoint: Path, current: dict, sections: tuple[str, ...]) -> list[str]:
+    """How the plan that trained `checkpoint` differs from `current`; an unreadable checkpoint is one change."""
+    try:
+        recorded = read_checkpoint_plan(checkpoint)
+    except RbmnetError as exc:
+        return [str(exc)]
+    return recipe_changes(recorded, current, sections)
+
+
+def describe_changes(changes: list[str]) -> str:
+    listed = "; ".join(changes[:MAX_LISTED])
+    more = len(changes) - MAX_LISTED
+    return listed + (f"; and {more} more" if more > 0 else "")
