@@ -114,3 +114,7 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
             click.echo(f"error: {failed_cells} of {len(spec.cells())} cells failed"
                        + (" (and the pretext training)" if pretext_failed else "") + "; see above", err=True)
             sys.exit(EXIT_CELLS_FAILED)
+
+
+if __name__ == "__main__":  # python -m rbmnet.cli.benchmark
+    main()

@@ -1,0 +1,146 @@
+"""The paper's label-efficiency comparison (its Table 2) on a folder of radiographs, in one command.
+
+    .venv/bin/python benchmarks/label_efficiency.py RAW_DIR [--profile cpu|gpu] [--work DIR] [--label-noise 0,0.5]
+
+RAW_DIR holds images/ and labels/ with matching names (the UFBA-425 layout). The script converts them
+once into WORK (default /tmp/rbmnet_label_efficiency_<profile>; never the repository: radiographs are
+licensed clinical data), writes the profile's plan, runs `rbmnet_benchmark` (which trains only the
+cells that are missing, so an interrupted run is continued by running the same command again), and
+writes benchmarks/results/label_efficiency_<profile>.json: every table cell, the paper's number for the
+same cell and the difference, the wall time, and the plan that trained the cells.
+
+Profiles:
+    cpu  issue 6's reduced grid, about an hour on 2 cores: 256 x 256, half-width networks, pretext 6 x 37
+         iterations (batch 8, lr 1e-3), segmentation 8 x 26 iterations (batch 4, lr 1e-3 poly), fold 0,
+         fractions 0.1, 0.2, 0.8; the same iterations for every fraction.
+    smoke  64 x 128, tiny networks, one epoch, U-Net and RBM only: checks the plumbing (the tests run it).
+    gpu  the planner's plan for this machine (512 x 512 on UFBA-425, the paper's 80 pretext epochs and
+         lr 1e-4), five folds, fractions 0.1, 0.2, 0.3, 0.8 (0.9 needs ten folds: --ten-folds).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from rbmnet.evaluation.reports import json_ready
+from rbmnet.io.atomic import write_json
+
+DEFAULT_DATASET = "UFBA425"
+RESULTS = Path(__file__).resolve().parent / "results"
+PROFILES = {
+    "cpu": {"plans": "cpu256", "folds": "0", "fractions": "0.1,0.2,0.8",
+            "plan_args": ["--input-size", "256", "256",
+                          "--set", "network.features_per_stage=[16,32,64,128,256]",
+                          "--set", "pretext.epochs=6", "--set", "pretext.batch_size=8",
+                          "--set", "pretext.iterations_per_epoch=37", "--set", "pretext.learning_rate=0.001",
+                          "--set", "segmentation.epochs=8", "--set", "segmentation.iterations_per_epoch=26",
+                          "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
+                          "--set", 'segmentation.lr_schedule="poly"'],
+            "benchmark_args": ["-np", "1"]},
+    "smoke": {"plans": "smoke", "folds": "0", "fractions": "0.2",  # plumbing only (tests): numbers mean nothing
+              "plan_args": ["--input-size", "64", "128", "--set", "network.features_per_stage=[4,8,16,32,64]",
+                            "--set", "pretext.epochs=1", "--set", "pretext.batch_size=2",
+                            "--set", "pretext.iterations_per_epoch=2", "--set", "segmentation.epochs=1",
+                            "--set", "segmentation.iterations_per_epoch=2", "--set", "segmentation.batch_size=2"],
+              "benchmark_args": ["-np", "0", "--archs", "unet"]},
+    "gpu": {"plans": "plans", "folds": "0,1,2,3,4", "fractions": "0.1,0.2,0.3,0.8",
+            "plan_args": ["--probe-batch-size"], "benchmark_args": ["-np", "8"]},
+}
+# DESIGN section 6 (Pokuri et al., Table 2): model -> fraction -> (Dice, Jaccard, precision, recall)
+PAPER = {
+    "U-Net": {0.1: (.628, .547, .613, .712), 0.2: (.673, .564, .665, .748), 0.3: (.715, .643, .709, .798),
+              0.8: (.844, .753, .845, .898), 0.9: (.876, .789, .867, .876)},
+    "PSPNet": {0.1: (.787, .648, .744, .835), 0.2: (.824, .700, .835, .812), 0.3: (.779, .638, .757, .802),
+               0.8: (.847, .734, .832, .862), 0.9: (.787, .649, .819, .757)},
+    "LinkNet": {0.1: (.600, .431, .832, .441), 0.2: (.805, .675, .840, .706), 0.3: (.865, .763, .861, .871),
+                0.8: (.899, .818, .909, .892), 0.9: (.893, .807, .909, .880)},
+    "Modified ResUNet": {0.1: (.765, .687, .745, .834), 0.2: (.785, .698, .779, .865),
+                         0.3: (.814, .736, .807, .827), 0.8: (.867, .794, .857, .857),
+                         0.9: (.907, .823, .892, .867)},
+    "RBM + Modified ResUNet": {0.1: (.851, .740, .851, .870), 0.2: (.874, .778, .869, .882),
+                               0.3: (.881, .786, .874, .889), 0.8: (.892, .806, .878, .907),
+                               0.9: (.911, .827, .910, .912)},
+}
+METRICS = ("dice", "jaccard", "precision", "recall")
+
+
+def rbmnet(module: str, *args: str, env: dict) -> None:
+    command = [sys.executable, "-m", f"rbmnet.cli.{module}", *args]
+    print("$ " + " ".join(command), file=sys.stderr, flush=True)
+    completed = subprocess.run(command, env=env)
+    if completed.returncode != 0:
+        raise SystemExit(f"error: {module} exited with {completed.returncode}")
+
+
+def compare_with_paper(table: pd.DataFrame) -> list[dict]:
+    cells = []
+    for row in table.to_dict("records"):
+        paper = PAPER.get(row["model"], {}).get(round(row["fraction"], 2))
+        cell = {key: row[key] for key in ("model", "fraction", "label_noise", "num_folds", "folds", "model_id")}
+        for index, metric in enumerate(METRICS):
+            ours = row[f"{metric}_mean"]
+            cell[metric] = {"mean": ours, "std": row[f"{metric}_std"],
+                            "paper": paper[index] if paper else None,
+                            "minus_paper": round(ours - paper[index], 4) if paper and pd.notna(ours) else None}
+        cells.append(cell)
+    return cells
+
+
+@click.command()
+@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-d", "--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset name inside WORK.")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="cpu", show_default=True)
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Working folder (default /tmp/rbmnet_label_efficiency_<profile>).")
+@click.option("--label-noise", default="0", show_default=True, help="rbmnet_benchmark --label-noise.")
+@click.option("--ten-folds", is_flag=True, help="Ten folds, so that fraction 0.9 can be trained too.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Report file (default benchmarks/results/label_efficiency_<profile>.json).")
+def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noise: str, ten_folds: bool,
+         json_path: Path | None) -> None:
+    settings = PROFILES[profile]
+    work = (work or Path(f"/tmp/rbmnet_label_efficiency_{profile}")).resolve()
+    env = {**os.environ, "RBMNET_RAW": str(work / "rbmnet_raw"),
+           "RBMNET_PREPROCESSED": str(work / "rbmnet_preprocessed"), "RBMNET_RESULTS": str(work / "rbmnet_results")}
+    started = time.perf_counter()
+    if not (work / "rbmnet_raw" / dataset / "dataset.json").is_file():
+        rbmnet("convert", "folder", "--images", str(raw_dir / "images"), "--labels", str(raw_dir / "labels"),
+               "-d", dataset, env=env)
+    folds, fractions = settings["folds"], settings["fractions"]
+    split_args = []
+    if ten_folds:
+        split_args, fractions = ["--num-folds", "10"], fractions + ",0.9"
+    rbmnet("plan_and_preprocess", "-d", dataset, "-p", settings["plans"], *settings["plan_args"], *split_args, env=env)
+    rbmnet("benchmark", "-d", dataset, "-p", settings["plans"], "--folds", folds, "--fractions", fractions,
+           "--label-noise", label_noise, *settings["benchmark_args"], env=env)
+    output = work / "rbmnet_results" / dataset / "benchmark"
+    plan = json.loads((work / "rbmnet_preprocessed" / dataset / f"{settings['plans']}.json").read_text())
+    import torch
+
+    report = {
+        "profile": profile, "dataset": dataset, "work": str(work),
+        "machine": {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+                    or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "wall_seconds_this_call": round(time.perf_counter() - started, 1),
+        "folds": folds, "fractions": fractions, "label_noise": label_noise,
+        "plan": {key: plan[key] for key in ("input_size", "network", "pretext", "segmentation", "seed")},
+        "cells": compare_with_paper(pd.read_csv(output / "benchmark.csv", dtype={"folds": str})),
+        "table_markdown": (output / "benchmark.md").read_text(),
+        "plot": str(output / "dice_vs_fraction.png"),
+    }
+    path = json_path or RESULTS / f"label_efficiency_{profile}.json"
+    write_json(path, json_ready(report))  # missing cells: null, not NaN
+    print(report["table_markdown"])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
