@@ -84,7 +84,8 @@ def compare_with_paper(table: pd.DataFrame) -> list[dict]:
     cells = []
     for row in table.to_dict("records"):
         paper = PAPER.get(row["model"], {}).get(round(row["fraction"], 2))
-        cell = {key: row[key] for key in ("model", "fraction", "label_noise", "num_folds", "folds", "model_id")}
+        cell = {key: row[key] for key in ("model", "fraction", "label_noise", "num_folds", "folds", "model_id",
+                                          "train_seconds_mean")}
         for index, metric in enumerate(METRICS):
             ours = row[f"{metric}_mean"]
             cell[metric] = {"mean": ours, "std": row[f"{metric}_std"],

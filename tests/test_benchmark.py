@@ -121,6 +121,9 @@ def test_table_numbers_equal_the_fold_summaries(bench, results):
     for _, row in table.iterrows():
         model = results / row["model_id"]
         assert row["num_folds"] == 2 and row["folds"] == "0;1"
+        logs = [(model / f"fold_{k}" / "training_log.jsonl").read_text().splitlines() for k in (0, 1)]
+        assert row["train_seconds_mean"] == pytest.approx(
+            np.mean([sum(json.loads(line)["epoch_seconds"] for line in log) for log in logs]), abs=1e-9)
         fold_means = [json.loads((model / f"fold_{k}" / "validation" / "summary.json").read_text())["mean"]
                       for k in (0, 1)]
         crossval = json.loads((model / "crossval_summary.json").read_text())

@@ -4,12 +4,13 @@ Numbers come only from fold_<k>/validation/summary.json: a cell is the mean and 
 std over folds of each fold's mean metric, exactly as evaluation/reports.crossval_summary computes
 them for crossval_summary.json (over the folds asked for, which may be fewer than the folder holds).
 
-benchmark.csv: one row per (model, fraction, label noise): the model id, the folds found, and for
-every metric its mean and std over folds. benchmark.md: one Markdown table per label-noise level,
+benchmark.csv: one row per (model, fraction, label noise): the model id, the folds found, for every
+metric its mean and std over folds, and the mean training wall time of a fold. benchmark.md: one Markdown table per label-noise level,
 rows = models, columns = fractions, cells "Dice / Jaccard / precision / recall" as mean±std.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -32,23 +33,34 @@ def collect_results(spec: GridSpec, left_out: frozenset[Cell] = frozenset()) -> 
     for noise in spec.label_noises:
         for model in spec.models:
             for fraction in spec.fractions:
-                summaries = {}
+                summaries, seconds = {}, []
                 for fold in spec.folds:
                     cell = Cell(model, fraction, fold, noise)
-                    path = cell_folder(spec.dataset_name, spec.plans_name, cell) / "validation" / "summary.json"
-                    if path.is_file() and cell not in left_out:
-                        summaries[fold] = read_json(path)
+                    folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
+                    if (folder / "validation" / "summary.json").is_file() and cell not in left_out:
+                        summaries[fold] = read_json(folder / "validation" / "summary.json")
+                        seconds.append(training_seconds(folder))
                 cell = Cell(model, fraction, spec.folds[0], noise)
                 row = {"model": model.name, "architecture": model.architecture, "initialisation": model.init,
                        "fraction": fraction, "label_noise": noise, "num_folds": len(summaries),
                        "folds": ";".join(str(f) for f in sorted(summaries)),
-                       "model_id": cell.model_id(spec.plans_name)}
+                       "model_id": cell.model_id(spec.plans_name),
+                       "train_seconds_mean": sum(seconds) / len(seconds) if seconds and None not in seconds else None}
                 result = crossval_summary(summaries) if summaries else None
                 for metric in METRICS:
                     row[f"{metric}_mean"] = result["mean"][metric] if result else None
                     row[f"{metric}_std"] = result["std"][metric] if result else None
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def training_seconds(fold_folder: Path) -> float | None:
+    """Wall seconds of the fold's training epochs (its JSON-lines log; validation at the end not included)."""
+    log = fold_folder / "training_log.jsonl"
+    if not log.is_file():
+        return None
+    epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sum(epoch.get("epoch_seconds", 0.0) for epoch in epochs)
 
 
 def _number(value: float) -> str:

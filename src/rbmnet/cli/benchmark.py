@@ -9,6 +9,7 @@ import click
 
 from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
 from rbmnet.errors import RbmnetError
+from rbmnet.networks import describe_architectures
 
 DEFAULT_ARCHS = "resunet,unet,linknet,pspnet"
 DEFAULT_FRACTIONS = "0.1,0.2,0.3,0.8,0.9"
@@ -32,7 +33,8 @@ def parse_list(text: str, kind, option: str) -> list:
 @dataset_option
 @plans_option
 @click.option("--archs", default=DEFAULT_ARCHS, show_default=True,
-              help="Baselines trained from scratch (resunet is the paper's Modified ResUNet).")
+              help=f"Baselines, each trained from scratch on the plan's input (radiograph + Sobel): "
+                   f"{describe_architectures()}.")
 @click.option("--rbm/--no-rbm", default=True, show_default=True,
               help="Include 'RBM + Modified ResUNet': resunet initialised from the pretext model "
                    "(trained first when missing).")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
-from rbmnet.networks import ARCHITECTURES
+from rbmnet.networks import ARCHITECTURES, describe_architectures
 
 
 def training_options(func):
@@ -58,8 +58,7 @@ def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_worke
     click.echo(f"pretext model: {folder}")
 
 
-ARCH_HELP = ("Network (default: the plan's, resunet). "
-             + "; ".join(f"{name} = {arch.description}" for name, arch in ARCHITECTURES.items()) + ".")
+ARCH_HELP = f"Network (default: the plan's, resunet). {describe_architectures()}."
 
 
 @main.command()

@@ -39,6 +39,11 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+def describe_architectures() -> str:
+    """'name = what it is; ...' for --help texts."""
+    return "; ".join(f"{name} = {arch.description}" for name, arch in ARCHITECTURES.items())
+
+
 def build_network(config: NetworkConfig, output_channels: int, architecture: str | None = None) -> nn.Module:
     """The network the plan names (or `architecture`), freshly initialised, in train mode."""
     name = architecture or config.architecture
