@@ -36,6 +36,24 @@ def test_output_is_full_size_logits_for_planner_sizes(name):
             assert torch.isfinite(out).all()
 
 
+# median image shapes of dental sets: UFBA-425 (512 x 512), panoramic 2:1, cephalometric, periapical
+# (portrait), bitewing, a tiny odd one; the planner scales each to its longer side and rounds to 16
+MEDIAN_SHAPES = [(512, 512), (1100, 2200), (2400, 1935), (640, 480), (576, 768), (37, 91)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shape_for_sizes_the_planner_emits(name):
+    from rbmnet.planning.planner import plan_input_size
+
+    config = small_config(name)
+    model = build_network(config, output_channels=1).eval()
+    sizes = {tuple(plan_input_size(shape, config.total_downsampling, max_side=160)) for shape in MEDIAN_SHAPES}
+    assert (160, 160) in sizes and (80, 160) in sizes and (160, 128) in sizes  # aspect kept
+    with torch.no_grad():
+        for height, width in sorted(sizes):
+            assert model(torch.rand(1, 2, height, width)).shape == (1, 1, height, width), (name, height, width)
+
+
 def test_architecture_argument_overrides_config():
     assert type(build_network(small_config("resunet"), 1, architecture="unet")).__name__ == "UNet"
     assert type(build_network(small_config("pspnet"), 1)).__name__ == "PSPNet"
