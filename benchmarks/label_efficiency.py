@@ -19,7 +19,6 @@ Profiles:
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -31,7 +30,7 @@ import click
 import pandas as pd
 
 from rbmnet.evaluation.reports import json_ready
-from rbmnet.io.atomic import write_json
+from rbmnet.io.atomic import read_json, write_json
 
 DEFAULT_DATASET = "UFBA425"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -123,7 +122,7 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noi
     rbmnet("benchmark", "-d", dataset, "-p", settings["plans"], "--folds", folds, "--fractions", fractions,
            "--label-noise", label_noise, *settings["benchmark_args"], env=env)
     output = work / "rbmnet_results" / dataset / "benchmark"
-    plan = json.loads((work / "rbmnet_preprocessed" / dataset / f"{settings['plans']}.json").read_text())
+    plan = read_json(work / "rbmnet_preprocessed" / dataset / f"{settings['plans']}.json")
     import torch
 
     report = {

@@ -115,12 +115,13 @@ def test_retrain_changed_trains_only_the_changed_cells(results):
 
 def test_changed_pretext_settings_block_rbm_cells_until_retrained(results):
     pretext_before = (results / PRETEXT / FINAL).stat().st_mtime_ns
+    rbm_final = (results / RBM / "fold_0" / FINAL).stat().st_mtime_ns
     rbm_only = [*GRID, "--set", "pretext.epochs=2"]
     refused = run_benchmark(*rbm_only)
     assert refused.exit_code == 1
     assert "FAILED pretext:" in refused.output and "pretext.epochs: 1 -> 2" in refused.output
     assert (results / PRETEXT / FINAL).stat().st_mtime_ns == pretext_before
-    rbm_final = (results / RBM / "fold_0" / FINAL).stat().st_mtime_ns
+    assert (results / RBM / "fold_0" / FINAL).stat().st_mtime_ns == rbm_final  # not trained from the old model
     retrained = run_benchmark(*rbm_only, "--retrain-changed")
     assert retrained.exit_code == 0, retrained.output
     assert f"pretext: retraining (settings changed) {PRETEXT}" in retrained.output

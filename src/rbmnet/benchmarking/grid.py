@@ -252,9 +252,9 @@ def grid_states(spec: GridSpec, inputs: dict[float, StageInputs]) -> dict[Cell, 
     return states
 
 
-def run_grid(spec: GridSpec, echo=click.echo) -> GridOutcome:
-    """Check the grid, train the pretext model if needed, then every cell that is not finished."""
-    inputs = stage_inputs_per_fraction(spec)
+def run_grid(spec: GridSpec, inputs: dict[float, StageInputs], echo=click.echo) -> GridOutcome:
+    """Check the grid, train the pretext model if needed, then every cell that is not finished.
+    `inputs`: stage_inputs_per_fraction(spec)."""
     check_grid(spec, inputs)
     outcome = GridOutcome()
     cells = spec.cells()

@@ -10,39 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
+from rbmnet.planning.planner import flatten_plan
 from rbmnet.training.checkpoint import read_checkpoint_plan
 
 SEGMENTATION_SECTIONS = ("input_size", "normalization", "network", "segmentation", "augmentation", "seed")
 PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretext", "augmentation", "seed")
 RBM_SECTIONS = SEGMENTATION_SECTIONS + ("masking", "pretext")  # an RBM cell is also the pretext recipe
-RUNTIME_ONLY = {"augmentation": {"num_workers", "data_path"}}
+RUNTIME_ONLY = {"augmentation.num_workers", "augmentation.data_path"}
 MAX_LISTED = 4  # differences named in one message
 
 
 def recipe(plan: dict, sections: tuple[str, ...]) -> dict[str, object]:
-    """The plan's result-deciding values as flat 'section.key' -> value."""
-    flat = {}
-    for section in sections:
-        value = plan.get(section)
-        if isinstance(value, dict):
-            flat.update({f"{section}.{key}": item for key, item in value.items()
-                         if key not in RUNTIME_ONLY.get(section, set())})
-        else:
-            flat[section] = value
-    return flat
+    """The plan's result-deciding values by dotted key; tuples as lists, as a plan read from JSON has them."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in flatten_plan(plan).items()
+            if key.split(".")[0] in sections and key not in RUNTIME_ONLY}
 
 
 def recipe_changes(recorded: dict, current: dict, sections: tuple[str, ...]) -> list[str]:
-    """'key: recorded -> current' for every recipe value that differs (lists and tuples compare equal)."""
+    """'key: recorded -> current' for every recipe value that differs."""
     before, after = recipe(recorded, sections), recipe(current, sections)
-
-    def same(a, b) -> bool:
-        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-        return a == b
-
     return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
-            if not same(before.get(key), after.get(key))]
+            if before.get(key) != after.get(key)]
 
 
 def checkpoint_changes(checkpoint: Path, current: dict, sections: tuple[str, ...]) -> list[str]:

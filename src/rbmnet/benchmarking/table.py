@@ -10,7 +10,6 @@ rows = models, columns = fractions, cells "Dice / Jaccard / precision / recall" 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +18,7 @@ from rbmnet.benchmarking.grid import Cell, GridSpec, cell_folder
 from rbmnet.evaluation.reports import crossval_summary
 from rbmnet.evaluation.segmentation_metrics import METRICS
 from rbmnet.io.atomic import atomic_path, read_json, write_text
+from rbmnet.training.progress import TrainingLog
 
 CSV_NAME = "benchmark.csv"
 MARKDOWN_NAME = "benchmark.md"
@@ -55,12 +55,9 @@ def collect_results(spec: GridSpec, left_out: frozenset[Cell] = frozenset()) -> 
 
 
 def training_seconds(fold_folder: Path) -> float | None:
-    """Wall seconds of the fold's training epochs (its JSON-lines log; validation at the end not included)."""
-    log = fold_folder / "training_log.jsonl"
-    if not log.is_file():
-        return None
-    epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return sum(epoch.get("epoch_seconds", 0.0) for epoch in epochs)
+    """Wall seconds of the fold's training epochs (its training log; validation at the end not included)."""
+    entries = TrainingLog.read(fold_folder).entries
+    return sum(entry.get("epoch_seconds", 0.0) for entry in entries) if entries else None
 
 
 def _number(value: float) -> str:

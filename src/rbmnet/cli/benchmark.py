@@ -92,11 +92,12 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
                     overrides=segmentation_overrides(epochs, lr, batch_size, extra),
                     pretext_overrides=extra, device=device, num_workers=num_workers,
                     retrain_changed=retrain_changed)
+    inputs = stage_inputs_per_fraction(spec)
     outcome = None
     if not table_only:
-        outcome = run_grid(spec)
+        outcome = run_grid(spec, inputs)
     output_dir = Path(output) if output else results_dataset_dir(name) / "benchmark"
-    states = grid_states(spec, stage_inputs_per_fraction(spec))  # after training: what the table may use
+    states = grid_states(spec, inputs)  # after training: what the table may use
     left_out = frozenset(cell for cell, state in states.items() if state.name in ("stale", "changed"))
     results = collect_results(spec, left_out)
     csv_path, markdown_path, markdown = write_tables(results, spec, output_dir, len(left_out))

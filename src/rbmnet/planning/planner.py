@@ -243,15 +243,16 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
 
 def plan_differences(kept: Plan, fresh: Plan) -> list[str]:
     """Dotted keys whose values differ between two plans (derivation excluded: it only explains)."""
-    a, b = _flatten(kept.to_dict()), _flatten(fresh.to_dict())
+    a, b = flatten_plan(kept.to_dict()), flatten_plan(fresh.to_dict())
     return sorted(k for k in set(a) | set(b) if not k.startswith("derivation") and a.get(k) != b.get(k))
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
+def flatten_plan(data: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}: plan values by the dotted keys that --set uses."""
     flat = {}
     for key, value in data.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_plan(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

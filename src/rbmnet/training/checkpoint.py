@@ -59,23 +59,20 @@ def save_checkpoint(path: Path, network: torch.nn.Module, optimizer, epoch: int,
         torch.save(content, tmp)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
+def load_checkpoint(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    """mmap: tensors are mapped, not read, for callers that only look at the plan or log."""
     path = Path(path)
     if not path.is_file():
         raise RbmnetError(f"{path}: checkpoint missing")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # a truncated or foreign file: name it, do not dump a traceback
         raise RbmnetError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
 def read_checkpoint_plan(path: Path) -> dict:
     """The plan a checkpoint was trained with, without reading its tensors (memory-mapped)."""
-    path = Path(path)
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # empty, truncated or foreign file
-        raise RbmnetError(f"{path}: cannot load checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    content = load_checkpoint(path, mmap=True)
     if not isinstance(content, dict) or not isinstance(content.get("plan"), dict):
         raise RbmnetError(f"{path}: holds no plan (not an rbmnet checkpoint)")
     return content["plan"]

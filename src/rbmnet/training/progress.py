@@ -15,6 +15,13 @@ class TrainingLog:
         self.folder = Path(folder)
         self.entries: list[dict] = list(entries or [])
 
+    @classmethod
+    def read(cls, folder: Path) -> "TrainingLog":
+        """The log a run wrote into `folder` (empty when it wrote none)."""
+        path = Path(folder) / LOG_NAME
+        lines = path.read_text().splitlines() if path.is_file() else []
+        return cls(folder, [json.loads(line) for line in lines if line.strip()])
+
     def append(self, entry: dict) -> None:
         self.entries.append(entry)
         self.write()
