@@ -48,8 +48,8 @@ def build_default_model(folder: Path) -> Path:
     from rbmnet.io.atomic import write_json
     from rbmnet.networks import build_network
     from rbmnet.planning.plan import Plan
-    from rbmnet.training.checkpoint import FINAL, save_checkpoint
-    from rbmnet.training.model_folder import fold_folder_name
+    from rbmnet.model.checkpoint import FINAL, save_checkpoint
+    from rbmnet.model.folder import fold_folder_name
 
     plan = Plan(dataset_name="Bench")
     dataset_json = make_dataset_json("Bench", tooth_labels(None), 0, 0)
@@ -108,7 +108,8 @@ def forward_probe(setting: dict) -> dict:
 
     from rbmnet.inference.model_selection import select_folds
     from rbmnet.inference.predictor import load_ensemble, reuse_freed_memory
-    from rbmnet.inference.probabilities import probabilities
+    from rbmnet.model.forward import probabilities
+    from rbmnet.tasks.binary import BinaryTask
 
     torch.set_num_threads(setting["threads"])
     model = Path(setting["model"])
@@ -128,7 +129,7 @@ def forward_probe(setting: dict) -> dict:
         for _ in range(4):  # the first run warms oneDNN's kernel choice up; report the best of the rest
             wall, cpu = time.perf_counter(), time.process_time()
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                output = probabilities(network, images).float()
+                output = probabilities(network, images, BinaryTask()).float()
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         results[name] = {"seconds_per_image": round(min(walls[1:]), 4), "cpu_seconds_per_image": round(min(cpus[1:]), 4)}

@@ -8,7 +8,7 @@ them with rbmnet (default plan: resunet, features [32..512]), then measures imag
 each two ways in the same run, with the same network, batch size and loss:
     rbmnet    the real training loop (loop.train) with its data path (device-resident batches on a GPU,
               batchgenerators workers on a CPU), bf16 autocast, channels_last, cuDNN autotuning, and
-              torch.compile with --compile; prediction through inference.probabilities
+              torch.compile with --compile; prediction through model.forward
     baseline  the simplest way: fp32, contiguous tensors, a torch DataLoader whose workers decode the
               source PNGs with PIL and resize them every step; no augmentation (rbmnet augments, so the
               comparison favours the baseline)
@@ -105,6 +105,7 @@ def rbmnet_training(inputs, task: str, device: torch.device, iterations: int, co
     from dataclasses import replace
 
     from rbmnet.networks import build_network
+    from rbmnet.tasks import build_task
     from rbmnet.training.device_batches import batch_source
     from rbmnet.training.distributed import Distributed, training_network
     from rbmnet.training.loop import TrainingRun, train
@@ -117,10 +118,12 @@ def rbmnet_training(inputs, task: str, device: torch.device, iterations: int, co
     names = inputs.data.names("labeled") + (inputs.data.names("unlabeled") if task == "pretext" else [])
     stage = replace(stage, epochs=2, iterations_per_epoch=iterations)
     torch.manual_seed(0)
-    network = build_network(plan.network, 1).to(device)
-    source = batch_source(inputs.data, names, plan, task, plan.seed, device, data_path, num_workers)
+    seg_task = build_task(plan, inputs.dataset_json) if task == "seg" else None
+    network = build_network(plan.network, seg_task.output_channels if seg_task else 1).to(device)
+    source = batch_source(inputs.data, names, plan, task, plan.seed, device, data_path, num_workers,
+                          seg_task=seg_task)
     loss = (functools.partial(pretext_batch_loss, fill_value=plan.masking.fill_value) if task == "pretext" else
-            functools.partial(seg_batch_loss, dice_weight=stage.dice_weight, bce_weight=stage.bce_weight))
+            functools.partial(seg_batch_loss, task=seg_task))
     with tempfile.TemporaryDirectory() as folder:
         fast = training_network(network, Distributed(), device, compile_network)
         run = TrainingRun(folder=Path(folder), network=fast,
@@ -140,9 +143,10 @@ def baseline_training(inputs, task: str, device: torch.device, iterations: int, 
                       num_workers: int) -> dict:
     """fp32, contiguous, PIL-decoding DataLoader: `iterations` steps after `iterations` warm-up steps."""
     from rbmnet.networks import build_network
-    from rbmnet.training.losses import dice_bce_loss, reconstruction_l1
+    from rbmnet.tasks.losses import dice_bce_loss
+    from rbmnet.training.pretext import reconstruction_l1
     from rbmnet.training.pretext import masked_input
-    from rbmnet.training.sobel import network_input
+    from rbmnet.model.sobel import network_input
 
     plan, raw = inputs.plan, inputs.raw_dir
     if task == "pretext":
@@ -183,17 +187,18 @@ def baseline_training(inputs, task: str, device: torch.device, iterations: int, 
 
 
 def rbmnet_prediction(inputs, device: torch.device, batch_size: int, count: int) -> dict:
-    from rbmnet.inference.probabilities import predict_arrays
+    from rbmnet.model.forward import predict_arrays
     from rbmnet.networks import build_network
-    from rbmnet.training.device import use_fast_kernels
+    from rbmnet.tasks.binary import BinaryTask
+    from rbmnet.model.device import use_fast_kernels
 
     network = use_fast_kernels(build_network(inputs.plan.network, 1).to(device), device)
     images = inputs.data.images
     rows = np.arange(count) % len(images)
-    predict_arrays(network, images[rows[:batch_size]], device, batch_size)  # warm-up
+    predict_arrays(network, images[rows[:batch_size]], device, BinaryTask(), batch_size)  # warm-up
     synchronize(device)
     started = time.perf_counter()
-    predict_arrays(network, images[rows], device, batch_size)  # returns numpy: synchronised
+    predict_arrays(network, images[rows], device, BinaryTask(), batch_size)  # returns numpy: synchronised
     seconds = time.perf_counter() - started
     return {"images_per_second": round(count / seconds, 2), "seconds": round(seconds, 3), "images": count,
             "batch_size": batch_size}
@@ -201,7 +206,7 @@ def rbmnet_prediction(inputs, device: torch.device, batch_size: int, count: int)
 
 def baseline_prediction(inputs, device: torch.device, batch_size: int, count: int, num_workers: int) -> dict:
     from rbmnet.networks import build_network
-    from rbmnet.training.sobel import network_input
+    from rbmnet.model.sobel import network_input
 
     images = sorted((inputs.raw_dir / "imagesTr").glob("*.png"))
     images = [images[i % len(images)] for i in range(count + batch_size)]
@@ -228,7 +233,7 @@ def flops_per_image(inputs, device: torch.device, batch_size: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from rbmnet.networks import build_network
-    from rbmnet.training.sobel import network_input
+    from rbmnet.model.sobel import network_input
 
     network = build_network(inputs.plan.network, 1).to(device)
     image = torch.rand(batch_size, 1, *inputs.plan.input_size, device=device)
@@ -291,7 +296,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rbmnet.training.device import resolve_device
+    from rbmnet.model.device import resolve_device
 
     device = resolve_device(args.device)
     overrides = {}

@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from rbmnet.errors import RbmnetError
-from rbmnet.planning.batch_probe import BatchProbe, largest_fitting_batch, probe_batch_size
+from rbmnet.training.batch_probe import BatchProbe, largest_fitting_batch, probe_batch_size
 from rbmnet.planning.plan import NetworkConfig
 from rbmnet.planning.planner import MAX_BATCH, MemoryBudget, generate_plan
 

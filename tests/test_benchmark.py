@@ -17,7 +17,7 @@ from rbmnet.benchmarking import grid
 from rbmnet.benchmarking.table import format_cell
 from rbmnet.cli.benchmark import main as benchmark_cli
 from rbmnet.io.atomic import write_json
-from rbmnet.training.checkpoint import FINAL, LATEST
+from rbmnet.model.checkpoint import FINAL, LATEST
 from training_factory import make_tiny_dataset
 
 DATASET = "Bench"

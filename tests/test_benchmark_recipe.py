@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
                                         describe_changes, recipe_changes)
 from rbmnet.cli.benchmark import main as benchmark_cli
-from rbmnet.training.checkpoint import FINAL
+from rbmnet.model.checkpoint import FINAL
 from training_factory import make_tiny_dataset
 
 DATASET = "Recipe"

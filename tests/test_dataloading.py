@@ -15,6 +15,7 @@ from rbmnet.planning.plan import AugmentationConfig, Plan, SegmentationConfig, S
 from rbmnet.preprocessing.store import CaseRecord, PreprocessedDataset, records_to_json
 from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
 from rbmnet.training.background import BatchStream
+from rbmnet.tasks.binary import BinaryTask
 from rbmnet.training.batches import batch_function, draw_cases, make_batch
 
 HEIGHT, WIDTH = 32, 48
@@ -139,7 +140,7 @@ def test_pretext_batch_is_a_pure_function_of_its_indices(dataset):
 def test_seg_batch_without_augmentation_is_the_stored_case(dataset):
     plan = tiny_plan()
     names = dataset.names("labeled")
-    batch = make_batch(dataset, names, plan, "seg", epoch=0, iteration=1, seed=3)
+    batch = make_batch(dataset, names, plan, "seg", epoch=0, iteration=1, seed=3, seg_task=BinaryTask())
     assert batch["image"].shape == (3, 1, HEIGHT, WIDTH) and batch["target"].dtype == np.float32
     assert set(np.unique(batch["target"])) == {0.0, 1.0}
     for i, name in enumerate(batch["case"]):
@@ -150,7 +151,8 @@ def test_seg_batch_without_augmentation_is_the_stored_case(dataset):
 def test_seg_batch_with_augmentation_has_binary_target(dataset):
     plan = tiny_plan(augmentation=ALWAYS)
     transforms = build_spatial_and_intensity_transforms(plan.augmentation, (HEIGHT, WIDTH), with_label=True)
-    batch = make_batch(dataset, dataset.names("labeled"), plan, "seg", 0, 0, seed=3, transforms=transforms)
+    batch = make_batch(dataset, dataset.names("labeled"), plan, "seg", 0, 0, seed=3, transforms=transforms,
+                       seg_task=BinaryTask())
     assert set(np.unique(batch["target"])) == {0.0, 1.0}
     assert batch["image"].min() >= 0 and batch["image"].max() <= 1
 
@@ -168,11 +170,10 @@ def test_shuffled_cycle_visits_every_case_once_per_pass():
 def test_bad_task_and_multiclass_and_unlabeled_are_clear_errors(dataset):
     with pytest.raises(ValueError, match="unknown task"):
         make_batch(dataset, dataset.names(), tiny_plan(), "segment", 0, 0, seed=0)
-    multiclass = tiny_plan(segmentation=SegmentationConfig(batch_size=2, task="multiclass"))
-    with pytest.raises(RbmnetError, match="multiclass"):
-        make_batch(dataset, dataset.names("labeled"), multiclass, "seg", 0, 0, seed=0)
+    with pytest.raises(ValueError, match="segmentation task"):
+        make_batch(dataset, dataset.names("labeled"), tiny_plan(), "seg", 0, 0, seed=0)
     with pytest.raises(RbmnetError, match="has no label"):
-        make_batch(dataset, dataset.names("unlabeled"), tiny_plan(), "seg", 0, 0, seed=0)
+        make_batch(dataset, dataset.names("unlabeled"), tiny_plan(), "seg", 0, 0, seed=0, seg_task=BinaryTask())
 
 
 # --- BatchStream ------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_inline_and_worker_batches_are_identical(dataset):
 
 def test_spawned_worker_gives_the_same_seg_batch(dataset):
     plan = tiny_plan()
-    make = batch_function(dataset.folder, dataset.names("labeled"), plan, "seg", seed=plan.seed)
+    make = batch_function(dataset.folder, dataset.names("labeled"), plan, "seg", seed=plan.seed, seg_task=BinaryTask())
     with BatchStream(make, [(0, 0)], num_workers=1, start_method="spawn") as stream:
         spawned = next(stream)
     inline = make(0, 0)

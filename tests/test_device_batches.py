@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from rbmnet.planning.plan import AugmentationConfig, Plan, apply_overrides
 from rbmnet.planning.planner import DEVICE_DATA_SHARE, MemoryBudget, planned_data_path
+from rbmnet.tasks.binary import BinaryTask
 from rbmnet.training import batches
 from rbmnet.training.device_augmentation import draw_augmentation, gaussian_blur, intensity, warp
 from rbmnet.training.device_batches import DeviceBatches, batch_source, choose_data_path
@@ -55,8 +56,9 @@ def _forced(plan: Plan, **changes) -> Plan:
 def test_batch_has_the_cpu_paths_format_and_cases(tiny, task):
     _, plan, data = tiny
     names = data.names("labeled")
-    device_batch = DeviceBatches(data, names, plan, task, seed=5, device=CPU)(2, 1)
-    cpu_batch = batches.make_batch(data, names, plan, task, 2, 1, seed=5)
+    seg_task = BinaryTask() if task == "seg" else None
+    device_batch = DeviceBatches(data, names, plan, task, seed=5, device=CPU, seg_task=seg_task)(2, 1)
+    cpu_batch = batches.make_batch(data, names, plan, task, 2, 1, seed=5, seg_task=seg_task)
     assert set(device_batch) == set(cpu_batch)
     assert device_batch["case"] == cpu_batch["case"]  # same shuffled cycle of cases
     for key in set(cpu_batch) - {"case"}:
@@ -90,7 +92,7 @@ def test_batches_are_a_pure_function_of_seed_epoch_iteration(tiny):
 def test_without_augmentation_images_are_the_preprocessed_ones(tiny):
     _, plan, data = tiny
     names = data.names("labeled")
-    batch = DeviceBatches(data, names, plan, "seg", seed=1, device=CPU, augment=False)(0, 0)
+    batch = DeviceBatches(data, names, plan, "seg", seed=1, device=CPU, augment=False, seg_task=BinaryTask())(0, 0)
     expected = np.stack([data.image(n) for n in batch["case"]])[:, None]
     assert np.array_equal(batch["image"].numpy(), expected)
     labels = np.stack([data.label(n) for n in batch["case"]])[:, None]
@@ -100,7 +102,8 @@ def test_without_augmentation_images_are_the_preprocessed_ones(tiny):
 def test_label_noise_is_applied_once_per_case(tiny):
     _, plan, data = tiny
     names = data.names("labeled")
-    source = DeviceBatches(data, names, plan, "seg", seed=4, device=CPU, augment=False, label_noise=1.0)
+    source = DeviceBatches(data, names, plan, "seg", seed=4, device=CPU, augment=False, label_noise=1.0,
+                           seg_task=BinaryTask())
     corrupted = set(corrupted_cases(names, 1.0, 4))
     changed = 0
     for row, name in enumerate(names):
@@ -244,10 +247,12 @@ def test_plan_decides_the_data_path_for_a_gpu_and_leaves_it_open_for_a_cpu():
 def test_batch_source_picks_the_path(tiny):
     _, plan, data = tiny
     names = data.names("labeled")
-    on_device = batch_source(data, names, plan, "seg", 1, CPU, requested="device", num_workers=3)
+    on_device = batch_source(data, names, plan, "seg", 1, CPU, requested="device", num_workers=3,
+                             seg_task=BinaryTask())
     assert isinstance(on_device.make_batch, DeviceBatches) and on_device.num_workers == 0
     assert on_device.make_batch.resident_bytes == len(names) * 64 * 128 * 3
-    in_workers = batch_source(data, names, plan, "seg", 1, CPU, requested="auto", num_workers=3)
+    in_workers = batch_source(data, names, plan, "seg", 1, CPU, requested="auto", num_workers=3,
+                              seg_task=BinaryTask())
     assert in_workers.choice.path == "workers" and in_workers.num_workers == 3
     assert set(in_workers.make_batch(0, 0)) == {"image", "target", "case"}
 
@@ -262,7 +267,8 @@ def test_training_on_the_device_path_through_the_command_line(tiny, monkeypatch,
                                             "--compile", "--overwrite", "-np", "0"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "batches on device" in result.output and "--compile is ignored on CPU" in result.output
-    fold = Path(env["RBMNET_RESULTS"]) / "Tiny" / "seg__resunet__scratch__frac0.2__plans" / "fold_0"
+    # the synthetic set is FDI-numbered: the plan chose the teeth task, its default head names the model
+    fold = Path(env["RBMNET_RESULTS"]) / "Tiny" / "seg__resunet__scratch__frac0.2__plans__teeth-factorized" / "fold_0"
     log = fold / "training_log.jsonl"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(entries) == 1 and math.isfinite(entries[0]["train_loss"]) and entries[0]["train_images_per_second"] > 0

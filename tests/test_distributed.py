@@ -14,11 +14,12 @@ import torch.multiprocessing as mp
 from rbmnet.errors import RbmnetError
 from rbmnet.training.distributed import (RANK_DIGEST_VARIABLE, Distributed, all_reduce_sum, environment_ranks,
                                          setup_distributed, state_digest, write_rank_digest)
-from rbmnet.training.losses import dice_bce_loss
+from rbmnet.tasks.losses import dice_bce_loss
 from training_factory import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"network.features_per_stage": [4, 8, 16, 32, 64], "pretext.batch_size": 2, "segmentation.batch_size": 2,
+TINY = {"segmentation.task": "binary",
+        "network.features_per_stage": [4, 8, 16, 32, 64], "pretext.batch_size": 2, "segmentation.batch_size": 2,
         "pretext.iterations_per_epoch": 2, "segmentation.iterations_per_epoch": 2}
 
 

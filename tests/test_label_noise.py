@@ -12,6 +12,7 @@ from scipy import ndimage
 from rbmnet.conversion.synthetic import generate_synthetic_case
 from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan
+from rbmnet.tasks.binary import BinaryTask
 from rbmnet.training import batches, label_noise
 from rbmnet.training.label_noise import (OPERATIONS, corrupt_label, corrupted_cases, dilate_tooth, drop_tooth,
                                          erode_tooth, merge_teeth, nearest_tooth, noisy_label)
@@ -156,14 +157,15 @@ def test_batches_carry_the_same_wrong_masks_every_epoch():
     assert len(noisy) == 2
     targets = {}
     for epoch in range(3):
-        batch = batches.make_batch(source, names, plan, "seg", epoch, 0, plan.seed, label_noise=0.5)
+        batch = batches.make_batch(source, names, plan, "seg", epoch, 0, plan.seed, label_noise=0.5,
+                                   seg_task=BinaryTask())
         for case, target in zip(batch["case"], batch["target"][:, 0]):
             clean = (source.label(case) > 0).astype(np.float32)
             assert np.array_equal(target, clean) == (case not in noisy), case
             targets.setdefault(case, []).append(target)
     for case, seen in targets.items():
         assert all(np.array_equal(seen[0], t) for t in seen[1:]), case
-    clean_batch = batches.make_batch(source, names, plan, "seg", 0, 0, plan.seed)
+    clean_batch = batches.make_batch(source, names, plan, "seg", 0, 0, plan.seed, seg_task=BinaryTask())
     for case, target in zip(clean_batch["case"], clean_batch["target"][:, 0]):
         assert np.array_equal(target, (source.label(case) > 0).astype(np.float32))
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from rbmnet.training.losses import dice_bce_loss, dice_sums, reconstruction_l1, soft_dice
+from rbmnet.tasks.losses import dice_bce_loss, dice_sums, soft_dice
+from rbmnet.training.pretext import reconstruction_l1
 
 
 def test_perfect_prediction_has_loss_near_zero():

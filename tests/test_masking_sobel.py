@@ -11,7 +11,7 @@ from skimage.measure import label as connected_components
 
 from rbmnet.planning.plan import MaskingConfig
 from rbmnet.training.masking import apply_block_mask, block_mask, block_masks_torch, block_rectangles
-from rbmnet.training.sobel import network_input, sobel_magnitude
+from rbmnet.model.sobel import network_input, sobel_magnitude
 
 SHAPE = (96, 128)
 CONFIG = MaskingConfig()

@@ -17,7 +17,7 @@ from rbmnet.io.atomic import read_json, write_json
 from rbmnet.paths import preprocessed_root
 from rbmnet.planning.fingerprint import compute_fingerprint, load_or_compute_fingerprint
 from rbmnet.planning.plan import NetworkConfig, load_plan
-from rbmnet.planning.planner import (GIB, MAX_BATCH, MIN_BATCH, MemoryBudget, batch_size_for, check_input_size,
+from rbmnet.planning.planner import (GIB, MAX_BATCH, MIN_BATCH, OUTPUT_VALUES_PER_CHANNEL_PIXEL, MemoryBudget, batch_size_for, check_input_size,
                                      generate_plan, memory_budget, model_state_bytes, per_sample_bytes,
                                      plan_input_size)
 from rbmnet.planning.splits import load_or_create_splits, make_splits
@@ -124,7 +124,10 @@ def test_batch_size_respects_budget_and_grows_with_it():
 def test_memory_model_scales_with_size_and_width():
     small = NetworkConfig(features_per_stage=[16, 32, 64, 128, 256])
     assert per_sample_bytes([512, 512], NetworkConfig()) == 4 * per_sample_bytes([256, 256], NetworkConfig())
-    assert per_sample_bytes([256, 256], small) == per_sample_bytes([256, 256], NetworkConfig()) // 2
+    assert per_sample_bytes([256, 256], small, 0) == per_sample_bytes([256, 256], NetworkConfig(), 0) // 2
+    # the task's output channels add to it: 33 softmax channels (FDI teeth, classes head) cost more than 1
+    extra = per_sample_bytes([256, 256], small, 33) - per_sample_bytes([256, 256], small, 1)
+    assert extra == 32 * 256 * 256 * OUTPUT_VALUES_PER_CHANNEL_PIXEL * 4
     # the calibration: ~75 bytes per pixel x sum(features/4^s) = 62 for the default widths
     assert 70 < per_sample_bytes([100, 100], NetworkConfig()) / (100 * 100 * 62) < 90
 
@@ -164,7 +167,8 @@ def test_overrides_win_and_shape_the_derivation():
     assert plan.pretext.batch_size == 5
     assert plan.network.total_downsampling == 8
     assert plan.input_size == [256, 512]  # multiples of 8 now; the same here
-    assert plan.derivation["per_sample_bytes"] == per_sample_bytes([256, 512], plan.network)
+    assert plan.derivation["per_sample_bytes"] == per_sample_bytes([256, 512], plan.network,
+                                                                   plan.derivation["output_channels"])
     with pytest.raises(RbmnetError, match="no such plan key"):
         generate_plan(_fingerprint(), "T", budget=_budget(8), overrides={"pretext.nope": 1})
 

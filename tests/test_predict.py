@@ -21,7 +21,7 @@ from rbmnet.io.atomic import write_json
 from rbmnet.io.images import read_image, write_png
 from rbmnet.networks import build_network
 from rbmnet.planning.plan import NetworkConfig, Plan
-from rbmnet.training.checkpoint import save_checkpoint
+from rbmnet.model.checkpoint import save_checkpoint
 
 MODEL_ID = "seg__resunet__scratch__frac0.2__plans"
 VALID_SHAPES = {"plain.png": (37, 91), "scan16.png": (53, 41), "rgbgray.bmp": (29, 75)}

@@ -190,7 +190,7 @@ def test_segmentation_errors_are_one_line(tiny_env):
 def test_pretrained_weights_with_another_plan_are_refused(tiny_env, tmp_path):
     from rbmnet.networks import build_network
     from rbmnet.planning.plan import NetworkConfig, Plan
-    from rbmnet.training.checkpoint import save_checkpoint
+    from rbmnet.model.checkpoint import save_checkpoint
     from rbmnet.training.initialisation import load_pretrained
 
     other = Plan(dataset_name="Tiny", network=NetworkConfig(features_per_stage=[4, 8, 16, 32, 64]))

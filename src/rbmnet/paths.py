@@ -1,4 +1,4 @@
-"""The three roots (DESIGN section 2) and dataset lookup inside them."""
+"""The three roots (see docs/architecture.md) and dataset lookup inside them."""
 from __future__ import annotations
 
 import os

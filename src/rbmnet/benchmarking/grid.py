@@ -27,9 +27,9 @@ from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTA
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import results_dataset_dir
-from rbmnet.training.checkpoint import FINAL, LATEST
+from rbmnet.model.checkpoint import FINAL, LATEST
 from rbmnet.training.label_noise import check_share
-from rbmnet.training.model_folder import INIT_TAGS, fold_folder_name, pretext_model_id, segmentation_model_id
+from rbmnet.model.folder import INIT_TAGS, fold_folder_name, pretext_model_id, segmentation_model_id
 from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
 
 RBM_ARCHITECTURE = "resunet"  # the paper pretrains its Modified ResUNet

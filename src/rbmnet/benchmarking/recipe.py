@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.planning.planner import flatten_plan
-from rbmnet.training.checkpoint import read_checkpoint_plan
+from rbmnet.model.checkpoint import read_checkpoint_plan
 
 SEGMENTATION_SECTIONS = ("input_size", "normalization", "network", "segmentation", "augmentation", "seed")
 PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretext", "augmentation", "seed")

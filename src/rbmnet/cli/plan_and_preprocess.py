@@ -18,6 +18,7 @@ from rbmnet.io.atomic import atomic_path
 from rbmnet.paths import preprocessed_dataset_dir
 from rbmnet.planning.fingerprint import load_or_compute_fingerprint
 from rbmnet.planning.plan import Plan, apply_overrides, load_plan, save_plan
+from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.planning.planner import GIB, check_input_size, generate_plan, plan_differences
 from rbmnet.planning.splits import load_or_create_splits
 from rbmnet.preprocessing.preprocess import preprocess_dataset
@@ -41,11 +42,13 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
         warnings.warn(note, stacklevel=2)
 
     plan_path = out_dir / f"{plans_name}.json"
-    fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side, gpu_memory_gb)
+    dataset_json = load_dataset_json(inventory.folder)
+    fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side, gpu_memory_gb,
+                          dataset_json=dataset_json)
     probe = _probe_batch_size(fresh) if probe_batch_size else None
     if probe is not None:
         fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side,
-                              gpu_memory_gb, probe=probe)
+                              gpu_memory_gb, probe=probe, dataset_json=dataset_json)
     if plan_path.is_file() and not overwrite_plans:
         plan = _kept_plan(load_plan(plan_path), overrides, input_size)
         if probe is not None:  # asked for explicitly: the measured batch sizes replace the kept ones
@@ -95,7 +98,7 @@ def _probe_batch_size(plan: Plan):
     """Measure the batch size on this machine's GPU; without one, say so and keep the memory model's."""
     import torch
 
-    from rbmnet.planning.batch_probe import probe_batch_size
+    from rbmnet.training.batch_probe import probe_batch_size
     from rbmnet.planning.planner import MAX_BATCH
 
     if not torch.cuda.is_available():

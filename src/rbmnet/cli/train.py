@@ -68,12 +68,18 @@ ARCH_HELP = f"Network (default: the plan's, resunet). {describe_architectures()}
 @click.option("--init", default=None, help="pretext | scratch | PATH to a checkpoint "
               "(default: the dataset's pretext checkpoint when one exists).")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default=None, help=ARCH_HELP)
+@click.option("--task", "task_name", type=click.Choice(["binary", "teeth"]), default=None,
+              help="binary = tooth vs background; teeth = every tooth with its number (dataset.json's numbering). "
+                   "Default: the plan's (teeth when the dataset declares a tooth numbering). Named in the model id.")
+@click.option("--numbering-head", type=click.Choice(["factorized", "classes"]), default=None,
+              help="teeth only: factorized = tooth + quadrant + position heads; classes = one channel per tooth "
+                   "(plan default otherwise).")
 @click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="P",
               help="Corrupt the masks of a seeded share P of the training cases (teeth eroded, dilated, "
                    "dropped or merged) to measure robustness to wrong labels; validation stays clean.")
 @friendly_errors
 def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_workers, resume_run, overwrite,
-        data_path, compile_network, overrides, fraction, init, arch, label_noise):
+        data_path, compile_network, overrides, fraction, init, arch, task_name, numbering_head, label_noise):
     """Train segmentation fold FOLD (0..4, or 'all' for every labeled case)."""
     from rbmnet.errors import RbmnetError
     from rbmnet.training.segmentation import run_segmentation
@@ -82,8 +88,9 @@ def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_wor
     if fold != "all" and not fold.isdigit():
         raise RbmnetError(f"FOLD must be a fold number (0..4) or 'all', got '{fold}'")
     extra = overrides_to_dict(overrides)
-    if fraction is not None:
-        extra["segmentation.fraction"] = fraction
+    for key, value in (("fraction", fraction), ("task", task_name), ("numbering_head", numbering_head)):
+        if value is not None:
+            extra[f"segmentation.{key}"] = value
     changes = cli_overrides(epochs, lr, batch_size, seed, "segmentation", extra)
     inputs = load_stage_inputs(dataset, plans_name, changes)
     folder = run_segmentation(inputs, fold, arch, init, device, num_workers, resume_run, overwrite,

@@ -1,4 +1,4 @@
-"""Converters that bring data into rbmnet_raw/<Name>/ (DESIGN section 3): `rbmnet_convert`."""
+"""Converters that bring data into rbmnet_raw/<Name>/ (see docs/architecture.md): `rbmnet_convert`."""
 from rbmnet.conversion.folder import convert_folder
 from rbmnet.conversion.supervisely import convert_supervisely
 from rbmnet.conversion.synthetic import generate_synthetic_case, write_synthetic_dataset

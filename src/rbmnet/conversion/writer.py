@@ -1,4 +1,4 @@
-"""Writing one raw dataset folder (DESIGN section 3), shared by every converter.
+"""Writing one raw dataset folder (see docs/architecture.md), shared by every converter.
 
 A converter writes into a hidden staging folder beside the target and the finished folder is
 renamed into place at the end, so an interrupted conversion never leaves a half dataset that later

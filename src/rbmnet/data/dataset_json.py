@@ -1,4 +1,4 @@
-"""dataset.json (DESIGN section 3): reading with validation, writing atomically."""
+"""dataset.json (see docs/architecture.md): reading with validation, writing atomically."""
 from __future__ import annotations
 
 import json

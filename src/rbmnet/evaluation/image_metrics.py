@@ -1,5 +1,5 @@
 """Reconstruction quality of the pretext task: SSIM, FSIM, PSNR (piq) and LPIPS, over the whole image
-and over the masked area only (DESIGN sections 6 and 7).
+and over the masked area only (see docs/metrics.md).
 
 Images are 2D arrays in [0, 1] (the plan's normalisation range), compared with data_range=1 as
 (1, 1, H, W) tensors. The prediction is clipped to [0, 1] first: piq rejects values outside the data

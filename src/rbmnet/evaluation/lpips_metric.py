@@ -1,4 +1,4 @@
-"""LPIPS (the `lpips` package: AlexNet, v0.1, the default) with offline backbone weights (DESIGN section 7).
+"""LPIPS (the `lpips` package: AlexNet, v0.1, the default) with offline backbone weights (see docs/metrics.md).
 
 LPIPS compares deep features of an ImageNet-pretrained backbone through linear layers. The linear
 layers ship inside the lpips wheel; the backbone weights are normally downloaded, which cannot happen

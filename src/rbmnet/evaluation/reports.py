@@ -1,4 +1,4 @@
-"""Metric reports on disk (DESIGN section 5): summary.json/.csv per fold, the cross-validation
+"""Metric reports on disk (see docs/model_folder.md): summary.json/.csv per fold, the cross-validation
 summary across folds, the pretext reconstruction summary, and plain-text tables for the terminal.
 
 JSON holds numbers or null: a NaN (a metric with nothing to measure) is written as null, because
@@ -73,7 +73,8 @@ def crossval_summary(fold_summaries: dict[int, dict], metrics=METRICS) -> dict:
     return result
 
 
-def write_crossval_summary(folder: str | Path, fold_summaries: dict, extra: dict | None = None) -> dict:
+def write_crossval_summary(folder: str | Path, fold_summaries: dict, extra: dict | None = None,
+                           metrics=METRICS) -> dict:
     """Write crossval_summary.json and .csv (one row per fold, then mean and std rows); return it.
 
     fold_summaries is {fold: that fold's summary}, or a result of crossval_summary already computed.
@@ -81,11 +82,11 @@ def write_crossval_summary(folder: str | Path, fold_summaries: dict, extra: dict
     folder = Path(folder)
     result = dict(extra or {})
     computed = "fold_means" in fold_summaries and "folds" in fold_summaries
-    result.update(fold_summaries if computed else crossval_summary(fold_summaries))
+    result.update(fold_summaries if computed else crossval_summary(fold_summaries, metrics))
     write_json(folder / CROSSVAL_JSON, json_ready(result))
     rows = [{"fold": fold, **means} for fold, means in result["fold_means"].items()]
     rows += [{"fold": statistic, **result[statistic]} for statistic in ("mean", "std")]
-    _write_csv(folder / CROSSVAL_CSV, rows, ["fold", *METRICS])
+    _write_csv(folder / CROSSVAL_CSV, rows, ["fold", *metrics])
     return result
 
 

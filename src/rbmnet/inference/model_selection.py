@@ -1,6 +1,6 @@
 """Which trained model predicts: the model folder (a path, an id, or the newest) and its folds.
 
-A model folder (DESIGN section 5) holds plans.json, dataset.json and fold_<k>/checkpoint_final.pt;
+A model folder (see docs/model_folder.md) holds plans.json, dataset.json and fold_<k>/checkpoint_final.pt;
 a fold counts as trained only once its final checkpoint exists (checkpoint_latest is mid-training).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
-from rbmnet.training.checkpoint import FINAL
+from rbmnet.model.checkpoint import FINAL
 
 SEGMENTATION_PREFIX = "seg__"
 

@@ -25,3 +25,33 @@ def overlay(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
     picture = np.round(rgb).astype(np.uint8)
     picture[find_boundaries(tooth, mode="inner")] = OUTLINE
     return picture
+
+
+def numbered_overlay(gray: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+    """(H,W) uint8 radiograph and (H,W) tooth-number map -> RGB picture with each tooth in its own colour,
+    outlined, and its number written at its centre (so a wrong or swapped number is seen at a glance)."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw, ImageFont
+    from scipy import ndimage
+
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    numbers = [int(n) for n in np.unique(label_map) if n != 0]
+    palette = colormaps["tab20"]
+    for number in numbers:
+        tooth = label_map == number
+        colour = np.array(palette(number % 20)[:3], dtype=np.float32) * 255
+        rgb[tooth] = (1 - 2 * TINT_OPACITY) * rgb[tooth] + 2 * TINT_OPACITY * colour
+    picture = np.round(rgb).astype(np.uint8)
+    picture[find_boundaries(label_map, mode="inner") & (label_map > 0)] = OUTLINE
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    size = max(8, min(label_map.shape) // 40)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    centres = ndimage.center_of_mass(np.ones_like(label_map), label_map, numbers) if numbers else []
+    for number, (row, col) in zip(numbers, centres):
+        draw.text((col, row), str(number), fill=(255, 255, 255), font=font, anchor="mm",
+                  stroke_width=max(1, size // 8), stroke_fill=(0, 0, 0))
+    return np.asarray(image)

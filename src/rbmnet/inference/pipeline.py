@@ -22,8 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rbmnet.errors import RbmnetError
-from rbmnet.inference.masks import probabilities_to_mask
-from rbmnet.inference.overlay import display_gray, overlay
+from rbmnet.inference.overlay import display_gray
 from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file, read_image, write_png
 from rbmnet.preprocessing.transforms import preprocess_image, restore_probabilities
 
@@ -53,8 +52,10 @@ class PredictionReport:
 @dataclass
 class OutputSettings:
     output_dir: Path
-    threshold: float
-    save_probabilities: bool = False  # uint8 PNG, probability * 255, in <output_dir>/probabilities/
+    decode: Callable[[np.ndarray], np.ndarray]  # (C,H,W) probabilities at the original size -> saved uint8 map
+    tooth_probability: Callable[[np.ndarray], np.ndarray]  # (C,H,W) -> (H,W) probability of any tooth
+    draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (gray, saved map) -> RGB picture
+    save_probabilities: bool = False  # uint8 PNG, tooth probability * 255, in <output_dir>/probabilities/
     overlay: bool = False  # RGB PNG in <output_dir>/overlays/
 
     def paths(self, source: Path) -> dict[str, Path]:
@@ -135,12 +136,13 @@ def write_case(case: LoadedCase, probability: np.ndarray, settings: OutputSettin
         with clock.measure("write"):
             paths = settings.paths(case.source)
             restored = restore_probabilities(probability, case.properties["original_shape"])
-            mask = probabilities_to_mask(restored, settings.threshold)
+            mask = settings.decode(restored)
             if "probabilities" in paths:
-                write_png(paths["probabilities"], np.round(np.clip(restored[0], 0, 1) * 255).astype(np.uint8))
+                tooth = settings.tooth_probability(restored)
+                write_png(paths["probabilities"], np.round(np.clip(tooth, 0, 1) * 255).astype(np.uint8))
             if "overlay" in paths:
                 gray = display_gray(case.raw, case.properties["clip_low"], case.properties["clip_high"])
-                write_png(paths["overlay"], overlay(gray, mask))
+                write_png(paths["overlay"], settings.draw_overlay(gray, mask))
             write_png(paths["mask"], mask)  # last: an existing mask means the case is complete (resume)
         return None
     except Exception as exc:

@@ -18,16 +18,20 @@ import torch
 
 from rbmnet.errors import RbmnetError
 from rbmnet.inference.model_selection import select_folds
+from rbmnet.inference.overlay import numbered_overlay, overlay
 from rbmnet.inference.pipeline import (Failure, OutputSettings, PredictionReport, claim_output_names, list_inputs,
                                        run_pipeline)
-from rbmnet.inference.probabilities import probabilities
+from rbmnet.model.forward import probabilities
 from rbmnet.io.atomic import write_text
 from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file
 from rbmnet.networks import build_network
 from rbmnet.planning.plan import Plan
-from rbmnet.training.checkpoint import FINAL, load_checkpoint
-from rbmnet.training.device import resolve_device
-from rbmnet.training.model_folder import fold_folder_name
+from rbmnet.tasks import build_task
+from rbmnet.tasks.base import SegmentationTask
+from rbmnet.model.checkpoint import FINAL, load_checkpoint
+from rbmnet.model.device import resolve_device
+from rbmnet.model.folder import fold_folder_name, load_postprocessing
+from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
 
 FAILURES_CSV = "failures.csv"
 
@@ -40,10 +44,7 @@ class Ensemble:
     device: torch.device
     model_id: str
     dataset_json: dict
-
-    @property
-    def threshold(self) -> float:
-        return self.plan.segmentation.threshold
+    task: SegmentationTask
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         """(B,H,W) preprocessed float images -> (B,C,H,W) float32 probabilities, the mean over folds."""
@@ -52,7 +53,7 @@ class Ensemble:
         # inference_mode: no autograd bookkeeping at all (cheaper than no_grad alone)
         with torch.inference_mode():
             for network in self.networks:
-                fold_probabilities = probabilities(network, batch, tta=tta)
+                fold_probabilities = probabilities(network, batch, self.task, tta=tta)
                 total = fold_probabilities if total is None else total + fold_probabilities
             return (total / len(self.networks)).cpu().numpy()
 
@@ -66,15 +67,18 @@ def load_ensemble(model_folder: Path, folds: list[str], device: torch.device) ->
         meta = checkpoint.get("meta") or {}
         if meta.get("stage") != "segmentation":
             raise RbmnetError(f"{path}: a {meta.get('stage', 'unknown')} checkpoint, not a segmentation model")
-        if meta.get("task", "binary") != "binary" or meta.get("output_channels", 1) != 1:
-            raise RbmnetError(f"{path}: only binary (tooth vs background) models can predict so far")
         fold_plan = Plan.from_dict(checkpoint["plan"], source=f"{path} plan")
+        task = build_task(fold_plan, checkpoint.get("dataset_json") or {})
+        if meta.get("output_channels", task.output_channels) != task.output_channels:
+            raise RbmnetError(f"{path}: {meta.get('output_channels')} output channels, but its task "
+                              f"{task.name} needs {task.output_channels}")
         if plan is None:
             plan, first = fold_plan, (fold, checkpoint)
         elif (fold_plan.input_size, fold_plan.normalization) != (plan.input_size, plan.normalization):
             raise RbmnetError(f"{model_folder}: folds {first[0]} and {fold} were trained with different input "
                               f"size or normalization; predict with them separately (-f)")
-        network = build_network(fold_plan.network, meta.get("output_channels", 1), meta.get("architecture"))
+        network = build_network(fold_plan.network, task.output_channels, meta.get("architecture"),
+                                input_channels=NETWORK_INPUT_CHANNELS)
         try:
             network.load_state_dict(checkpoint["network"])
         except RuntimeError as exc:
@@ -83,15 +87,35 @@ def load_ensemble(model_folder: Path, folds: list[str], device: torch.device) ->
         # benchmarks/predict_speed.py); on CUDA it is the layout tensor cores prefer
         networks.append(network.to(device, memory_format=torch.channels_last).eval())
     _, checkpoint = first
+    dataset_json = checkpoint.get("dataset_json") or {}
     return Ensemble(networks=networks, plan=plan, folds=list(folds), device=device,
                     model_id=checkpoint["meta"].get("model_id", Path(model_folder).name),
-                    dataset_json=checkpoint.get("dataset_json") or {})
+                    dataset_json=dataset_json, task=build_task(plan, dataset_json))
+
+
+OVERLAYS = {"binary": overlay, "teeth": numbered_overlay}  # by the saved map's kind
+
+
+def output_settings(output_dir: Path, task: SegmentationTask, binary: bool, save_probabilities: bool,
+                    overlay: bool, postprocess=None) -> OutputSettings:
+    """How probabilities become files: the task's map (post-processed when the model decided so), or
+    with `binary` a 0/255 tooth mask from any task."""
+    def decode(restored: np.ndarray) -> np.ndarray:
+        label_map = task.decode(restored)
+        if postprocess is not None:
+            label_map = postprocess(label_map)
+        return np.where(task.binary_mask(label_map), 255, 0).astype(np.uint8) if binary else label_map
+
+    kind = "binary" if binary else task.name
+    return OutputSettings(output_dir, decode, task.tooth_probability, OVERLAYS[kind], save_probabilities, overlay)
 
 
 def predict_folder(input_dir, output_dir, model_folder, folds: list[str] | None = None, tta: bool = False,
                    device: str = "auto", batch_size: int = 4, num_workers: int = 2, save_probabilities: bool = False,
-                   overlay: bool = False, resume: bool = False, progress: bool = True) -> PredictionReport:
-    """Predict a mask (0/255 PNG, original size, name stem + '.png') for every image in `input_dir`.
+                   overlay: bool = False, resume: bool = False, progress: bool = True,
+                   binary: bool = False) -> PredictionReport:
+    """Predict a map for every image in `input_dir` (PNG, original size, name stem + '.png'): a 0/255
+    mask for binary models (and with `binary`), tooth numbers for teeth models.
 
     Unreadable and non-image files become failures (also written to <output_dir>/failures.csv) and do
     not stop the others; bad arguments (folders, model, folds) raise RbmnetError before any work.
@@ -105,7 +129,8 @@ def predict_folder(input_dir, output_dir, model_folder, folds: list[str] | None 
     ensemble = load_ensemble(Path(model_folder), folds, resolve_device(device))
     if ensemble.device.type == "cpu":
         reuse_freed_memory()
-    settings = OutputSettings(output_dir, ensemble.threshold, save_probabilities, overlay)
+    settings = output_settings(output_dir, ensemble.task, binary, save_probabilities, overlay,
+                               load_postprocessing(Path(model_folder)))
 
     files, clashes = claim_output_names(files)
     done = {p for p in files if resume and is_image_file(p) and settings.is_done(p)}

@@ -1,7 +1,7 @@
 """Segmentation networks by name: an explicit dict, and `build_network` that reads the plan's network section.
 
 Every network maps (B, input_channels, H, W) to logits (B, output_channels, H, W), H and W multiples of
-`NetworkConfig.total_downsampling`, and keeps its final 1x1 conv as `head`: pretext -> segmentation
+the network's total downsampling (2 ** (stages - 1)), and keeps its final 1x1 conv as `head`: pretext -> segmentation
 transfer loads every weight but `head.*`.
 """
 from __future__ import annotations
@@ -16,13 +16,12 @@ from rbmnet.networks.linknet import LinkNet
 from rbmnet.networks.pspnet import PSPNet
 from rbmnet.networks.resunet import ResUNet
 from rbmnet.networks.unet import UNet
-from rbmnet.planning.plan import NetworkConfig
 
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    builder: Callable[[NetworkConfig, int], nn.Module]  # (network config, output channels) -> module
+    builder: Callable[..., nn.Module]  # (network section of the plan, input channels, output channels) -> module
     description: str  # one line, shown in --help
 
 
@@ -44,24 +43,29 @@ def describe_architectures() -> str:
     return "; ".join(f"{name} = {arch.description}" for name, arch in ARCHITECTURES.items())
 
 
-def build_network(config: NetworkConfig, output_channels: int, architecture: str | None = None) -> nn.Module:
-    """The network the plan names (or `architecture`), freshly initialised, in train mode."""
+def build_network(config, output_channels: int, architecture: str | None = None, *,
+                  input_channels: int) -> nn.Module:
+    """The network the plan names (or `architecture`), freshly initialised, in train mode.
+
+    `config` is the plan's network section, read for plain values only (architecture,
+    features_per_stage, dropout): networks know nothing of plans. `input_channels` is not a plan key:
+    callers pass model/sobel.py's NETWORK_INPUT_CHANNELS, the channels `network_input` makes."""
     name = architecture or config.architecture
     if name not in ARCHITECTURES:
         raise RbmnetError(f"unknown network architecture '{name}'; known: {', '.join(ARCHITECTURES)}")
-    _check_config(config, output_channels, name)
-    return ARCHITECTURES[name].builder(config, output_channels)
+    _check_config(config, input_channels, output_channels, name)
+    return ARCHITECTURES[name].builder(config, input_channels, output_channels)
 
 
-def _check_config(config: NetworkConfig, output_channels: int, name: str) -> None:
+def _check_config(config, input_channels: int, output_channels: int, name: str) -> None:
     widths = config.features_per_stage
     fewest = 3 if name == "pspnet" else 2  # pspnet: a stem width plus two undilated stages
     if not isinstance(widths, list) or len(widths) < fewest or not all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
         raise RbmnetError(f"network.features_per_stage must list at least {fewest} positive integers "
                           f"for '{name}', got {widths}")
-    if not isinstance(config.input_channels, int) or config.input_channels < 1:
-        raise RbmnetError(f"network.input_channels must be a positive integer, got {config.input_channels}")
+    if not isinstance(input_channels, int) or input_channels < 1:
+        raise RbmnetError(f"input channels must be a positive integer, got {input_channels}")
     if not isinstance(output_channels, int) or output_channels < 1:
         raise RbmnetError(f"output channels must be a positive integer, got {output_channels}")
     if not 0.0 <= config.dropout < 1.0:

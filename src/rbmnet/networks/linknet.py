@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from rbmnet.networks.blocks import ConvBnRelu, check_divisible, init_he, output_head, residual_stage
-from rbmnet.planning.plan import NetworkConfig
 
 BLOCKS_PER_STAGE = 2  # ResNet-18
 
@@ -55,8 +54,8 @@ class LinkNet(nn.Module):
         init_he(self)
 
     @classmethod
-    def from_config(cls, config: NetworkConfig, output_channels: int) -> "LinkNet":
-        return cls(config.input_channels, config.features_per_stage, output_channels, config.dropout)
+    def from_config(cls, config, input_channels: int, output_channels: int) -> "LinkNet":
+        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.total_downsampling, "linknet")

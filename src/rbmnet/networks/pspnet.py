@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rbmnet.networks.blocks import ConvBnRelu, init_he, output_head, residual_stage
-from rbmnet.planning.plan import NetworkConfig
 
 BLOCKS_PER_STAGE = 2
 PYRAMID_BINS = (1, 2, 3, 6)
@@ -68,8 +67,8 @@ class PSPNet(nn.Module):
         init_he(self)
 
     @classmethod
-    def from_config(cls, config: NetworkConfig, output_channels: int) -> "PSPNet":
-        return cls(config.input_channels, config.features_per_stage, output_channels, config.dropout)
+    def from_config(cls, config, input_channels: int, output_channels: int) -> "PSPNet":
+        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rbmnet.networks.blocks import check_divisible, init_he, output_head
-from rbmnet.planning.plan import NetworkConfig
 
 
 class ConcatResidualBlock(nn.Module):
@@ -73,8 +72,8 @@ class ResUNet(nn.Module):
         init_he(self)
 
     @classmethod
-    def from_config(cls, config: NetworkConfig, output_channels: int) -> "ResUNet":
-        return cls(config.input_channels, config.features_per_stage, output_channels, config.dropout)
+    def from_config(cls, config, input_channels: int, output_channels: int) -> "ResUNet":
+        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.total_downsampling, "resunet")

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rbmnet.networks.blocks import ConvBnRelu, check_divisible, init_he, output_head
-from rbmnet.planning.plan import NetworkConfig
 
 
 def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -37,8 +36,8 @@ class UNet(nn.Module):
         init_he(self)
 
     @classmethod
-    def from_config(cls, config: NetworkConfig, output_channels: int) -> "UNet":
-        return cls(config.input_channels, config.features_per_stage, output_channels, config.dropout)
+    def from_config(cls, config, input_channels: int, output_channels: int) -> "UNet":
+        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.total_downsampling, "unet")

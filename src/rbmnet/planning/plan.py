@@ -1,4 +1,4 @@
-"""The plan: ONE set of choices that pretext and segmentation training both read (DESIGN section 4).
+"""The plan: ONE set of choices that pretext and segmentation training both read (every key: docs/plan.md).
 
 Plain dataclasses mirrored 1:1 by plans.json. Every field can be overridden from the command line
 with `--set dotted.key=value` (see `apply_overrides`), so no knob needs code to change.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
 
 PLAN_FORMAT_VERSION = 1
+
+# Keys an older rbmnet wrote that no longer exist, with the reason: the loader drops each with a one-line
+# note, so old plans.json files and checkpoints keep loading. A key that was never known stays an error.
+REMOVED_KEYS = {
+    "augmentation.num_workers": "the worker count is rbmnet_train -np",
+    "network.input_channels": "the network input is always the radiograph + its Sobel magnitude, 2 channels",
+}
 
 
 @dataclass
@@ -29,7 +37,6 @@ class NormalizationConfig:
 @dataclass
 class NetworkConfig:
     architecture: str = "resunet"
-    input_channels: int = 2  # radiograph + Sobel magnitude of the (unmasked) radiograph
     features_per_stage: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
     dropout: float = 0.0
 
@@ -62,10 +69,11 @@ class StageConfig:
 @dataclass
 class SegmentationConfig(StageConfig):
     fraction: float = 0.2
-    task: str = "binary"  # "binary" (label > 0) or "multiclass" (tooth numbers)
+    task: str = "binary"  # "binary" (label > 0) or "teeth" (tooth numbers); the planner picks from dataset.json
+    numbering_head: str = "factorized"  # teeth only: "factorized" (tooth + quadrant + position) or "classes"
     dice_weight: float = 0.7
-    bce_weight: float = 0.3
-    threshold: float = 0.5
+    bce_weight: float = 0.3  # the cross-entropy's weight for the teeth task
+    threshold: float = 0.5  # on the tooth probability (binary task and the factorized head)
 
 
 @dataclass
@@ -74,13 +82,14 @@ class AugmentationConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     elastic: bool = False
     mirror: bool = True  # left-right: a panoramic is roughly symmetric
+    # teeth: a left-right flip gives each tooth its contralateral number; false = naive flips (ablation only)
+    laterality_swap: bool = True
     gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
     brightness_range: list[float] = field(default_factory=lambda: [0.8, 1.2])
     contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
     noise_variance: list[float] = field(default_factory=lambda: [0.0, 0.002])
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
     probability: float = 0.2  # per-transform probability for the intensity transforms
-    num_workers: int = 2
     # where training batches are made: "device" (dataset resident on the GPU, augmented there),
     # "workers" (batchgenerators in CPU processes) or "auto" (device when the data fit; see device_batches.py)
     data_path: str = "auto"
@@ -115,9 +124,10 @@ class Plan:
         return _build(cls, data, source)
 
 
-def _build(cls, data: dict, where: str):
+def _build(cls, data: dict, where: str, prefix: str = ""):
     if not isinstance(data, dict):
         raise RbmnetError(f"{where}: expected an object, got {type(data).__name__}")
+    data = {name: value for name, value in data.items() if not _removed(prefix + name)}
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -125,11 +135,19 @@ def _build(cls, data: dict, where: str):
     kwargs = {}
     for name, value in data.items():
         sub = _dataclass_type(cls, name)
-        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+        kwargs[name] = _build(sub, value, f"{where}.{name}", f"{prefix}{name}.") if sub else value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise RbmnetError(f"{where}: {exc}") from None
+
+
+def _removed(key: str) -> bool:
+    """True for a key in REMOVED_KEYS, after a one-line note (shown once per process by warnings' default filter)."""
+    if key not in REMOVED_KEYS:
+        return False
+    warnings.warn(f"note: plans.json key {key} is no longer used ({REMOVED_KEYS[key]}); ignored")
+    return True
 
 
 _NESTED = {
@@ -184,6 +202,8 @@ def apply_overrides(plan: Plan, overrides: dict[str, object]) -> Plan:
                 raise RbmnetError(f"override '{key}': '{part}' is not a section of the plan")
             node = node[part]
         leaf = parts[-1]
+        if key in REMOVED_KEYS:
+            raise RbmnetError(f"override '{key}': no longer a plan key ({REMOVED_KEYS[key]})")
         if leaf not in node:
             raise RbmnetError(f"override '{key}': no such plan key")
         old = node[leaf]

@@ -9,6 +9,8 @@ Rules (each recorded in plan.derivation):
 - iterations per epoch: pretext, one pass over its training images; segmentation, one pass over the
   fraction's training cases but at least 25 steps, because an epoch of a 10 % fraction would
   otherwise be a handful of steps and the planned epochs too few updates to converge.
+- segmentation task: `teeth` when dataset.json declares a tooth numbering and several tooth labels,
+  else `binary` (tasks.default_task_name); `--set segmentation.task=...` forces either.
 Epochs, learning rates and the rest keep the Plan defaults (the paper's 80 pretext epochs).
 
 Memory model, per training sample at input H x W: a U-Net-like network keeps, for the backward
@@ -18,7 +20,9 @@ The constant was measured: CPU peak memory (ru_maxrss) of one Adam step (forward
 ResUNet with features [32..512] at 2-4 x 128x128 to 2 x 256x512 grew by 74-78 bytes per
 pixel x sum_s(features[s]/4^s), i.e. ~19.5 float32 values; 20 keeps a small margin. Fixed cost:
 weights, gradients and two Adam moments, 4 copies of ~25 * sum(features^2) float32 parameters
-(8.7 M parameters measured for the default widths; the estimate gives 8.7 M).
+(8.7 M parameters measured for the default widths; the estimate gives 8.7 M). The output adds, per
+output channel of the task's head, OUTPUT_VALUES_PER_CHANNEL_PIXEL float32 values per pixel (logits,
+activation, their gradients, the one-hot target): 33 channels for FDI teeth with the `classes` head.
 """
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import NetworkConfig, Plan, apply_overrides
+from rbmnet.tasks import build_task, default_task_name
 
 MIN_BATCH, MAX_BATCH = 2, 32
 MIN_SEGMENTATION_ITERATIONS = 25
 ACTIVATION_VALUES_PER_FEATURE_PIXEL = 20
+OUTPUT_VALUES_PER_CHANNEL_PIXEL = 5
 BYTES_PER_VALUE = 4  # float32 training
 PARAMETERS_PER_SQUARED_WIDTH = 25
 GIB = 2 ** 30
@@ -94,10 +100,11 @@ def available_ram_bytes() -> int:
         return 16 * GIB  # unknown system: assume a modest laptop
 
 
-def per_sample_bytes(input_size: list[int], network: NetworkConfig) -> int:
+def per_sample_bytes(input_size: list[int], network: NetworkConfig, output_channels: int = 1) -> int:
     feature_pixels = sum(f / 4 ** s for s, f in enumerate(network.features_per_stage))
     height, width = input_size
-    return int(height * width * feature_pixels * BYTES_PER_VALUE * ACTIVATION_VALUES_PER_FEATURE_PIXEL)
+    features = feature_pixels * ACTIVATION_VALUES_PER_FEATURE_PIXEL
+    return int(height * width * (features + output_channels * OUTPUT_VALUES_PER_CHANNEL_PIXEL) * BYTES_PER_VALUE)
 
 
 def model_state_bytes(network: NetworkConfig) -> int:
@@ -166,12 +173,20 @@ def fold_training_cases(num_labeled: int, fraction: float, num_folds: int = 5) -
 
 def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans", overrides: dict | None = None,
                   input_size=None, max_side: int = 512, gpu_memory_gb: float | None = None,
-                  budget: MemoryBudget | None = None, probe=None) -> Plan:
+                  budget: MemoryBudget | None = None, probe=None, dataset_json: dict | None = None) -> Plan:
     """A fresh plan. Overrides are applied first (so e.g. other widths change the memory model) and
-    win over every derived value. `probe` (batch_probe.BatchProbe, measured on this plan's network and
-    input size) replaces the memory model's batch size."""
+    win over every derived value. `probe` (training/batch_probe.BatchProbe, measured on this plan's network and
+    input size) replaces the memory model's batch size. `dataset_json` decides the segmentation task."""
     overrides = dict(overrides or {})
-    plan = apply_overrides(Plan(dataset_name=dataset_name, plans_name=plans_name), overrides)
+    plan = Plan(dataset_name=dataset_name, plans_name=plans_name)
+    if dataset_json is not None:
+        plan.segmentation.task = default_task_name(dataset_json)
+    task_rule = (f"{plan.segmentation.task}: dataset.json tooth_numbering "
+                 f"{(dataset_json or {}).get('tooth_numbering')}" if dataset_json is not None else "plan default")
+    plan = apply_overrides(plan, overrides)
+    if "segmentation.task" in overrides:
+        task_rule = "set by --set segmentation.task"
+    output_channels = build_task(plan, dataset_json).output_channels if dataset_json is not None else 1
     downsampling = plan.network.total_downsampling
     median_shape = fingerprint["aggregate"]["median_shape"]
     if "input_size" in overrides:
@@ -186,7 +201,7 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
     plan.input_size = check_input_size(plan.input_size, downsampling)
 
     budget = budget or memory_budget(gpu_memory_gb)
-    sample = per_sample_bytes(plan.input_size, plan.network)
+    sample = per_sample_bytes(plan.input_size, plan.network, output_channels)
     state = model_state_bytes(plan.network)
     images = fingerprint["num_labeled"] + fingerprint["num_unlabeled"]
     pretext_cases = max(1, images - math.ceil(images * plan.pretext.validation_fraction))
@@ -214,9 +229,12 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans
         "budget_bytes": budget.budget_bytes,
         "budget_gib": round(budget.budget_bytes / GIB, 2),
         "memory_model": (f"per sample H*W*sum_s(features[s]/4^s)*{BYTES_PER_VALUE} bytes*"
-                         f"{ACTIVATION_VALUES_PER_FEATURE_PIXEL} (calibrated on CPU peak memory of a ResUNet step); "
+                         f"{ACTIVATION_VALUES_PER_FEATURE_PIXEL} (calibrated on CPU peak memory of a ResUNet step) "
+                         f"+ H*W*output channels*{OUTPUT_VALUES_PER_CHANNEL_PIXEL}*{BYTES_PER_VALUE} bytes; "
                          f"fixed: 4 copies of {PARAMETERS_PER_SQUARED_WIDTH}*sum(features^2) float32 parameters"),
         "per_sample_bytes": sample,
+        "output_channels": output_channels,
+        "task_rule": task_rule,
         "model_state_bytes": state,
         "median_shape": median_shape,
         "input_size_rule": size_rule,

@@ -16,11 +16,11 @@ import math
 import random
 
 import numpy as np
-from batchgenerators.transforms.abstract_transforms import Compose
+from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.color_transforms import (BrightnessMultiplicativeTransform, ClipValueRange,
                                                          ContrastAugmentationTransform, GammaTransform)
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
-from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from batchgenerators.transforms.spatial_transforms import SpatialTransform
 from threadpoolctl import threadpool_limits
 
 from rbmnet.planning.plan import AugmentationConfig
@@ -31,17 +31,41 @@ ELASTIC_ALPHA = (0.0, 200.0)
 ELASTIC_SIGMA = (9.0, 13.0)
 # Linear interpolation of the image: cubic splines cost several times more at 512x512 and overshoot.
 IMAGE_INTERPOLATION_ORDER = 1
-WIDTH_AXIS = 1  # batchgenerators numbers the spatial axes of (B, C, H, W) as 0 = H, 1 = W
+
+
+class LateralMirrorTransform(AbstractTransform):
+    """Left-right mirror of half the samples; the label map's values go through `label_flip` with it.
+
+    A mirrored panoramic shows the patient's sides swapped, so a numbered tooth must take its
+    contralateral number (the task's flip lookup); for tooth vs background the lookup is the identity.
+    Draws numpy's global RNG as batchgenerators' MirrorTransform does (one number for the per-sample
+    probability, one for the axis), so binary batches are those it made.
+    """
+
+    def __init__(self, label_flip: np.ndarray | None, label_key: str = "seg"):
+        self.label_flip, self.label_key = label_flip, label_key
+
+    def __call__(self, **data_dict):
+        data, label = data_dict["data"], data_dict.get(self.label_key)
+        for sample in range(len(data)):
+            np.random.uniform()  # MirrorTransform's per-sample probability draw (p = 1)
+            if np.random.uniform() < 0.5:
+                data[sample] = data[sample][:, :, ::-1]
+                if label is not None:
+                    label[sample] = self.label_flip[label[sample][:, :, ::-1].astype(np.intp)]
+        return data_dict
 
 
 def build_spatial_and_intensity_transforms(config: AugmentationConfig, patch_size: tuple[int, int],
-                                           with_label: bool) -> Compose:
+                                           with_label: bool, label_flip: np.ndarray | None = None) -> Compose:
     """Compose for batches {"data": float32 (B, 1, H, W) in [0, 1], "seg": (B, 1, H, W) labels}.
 
     Each spatial and intensity transform happens to a sample with probability config.probability.
     Outside the rotated/scaled image the radiograph is 0 (black) and the label is background.
     The output image is clipped to [0, 1] because the pretext target must stay in the data range.
-    with_label=False (pretext) builds transforms that look at the image only.
+    with_label=False (pretext) builds transforms that look at the image only. With a label, the
+    label map holds the task's class indices and `label_flip` says what a left-right mirror does to
+    them (None: the task allows no left-right mirror, so there is none).
     """
     angle = math.radians(config.rotation_degrees)
     label_key = "seg" if with_label else "no_label"
@@ -55,8 +79,8 @@ def build_spatial_and_intensity_transforms(config: AugmentationConfig, patch_siz
             border_mode_data="constant", border_cval_data=0, order_data=IMAGE_INTERPOLATION_ORDER,
             border_mode_seg="constant", border_cval_seg=0, order_seg=0, label_key=label_key),
     ]
-    if config.mirror:
-        transforms.append(MirrorTransform(axes=(WIDTH_AXIS,), label_key=label_key))
+    if config.mirror and (not with_label or label_flip is not None):
+        transforms.append(LateralMirrorTransform(label_flip, label_key=label_key))
     low_variance, high_variance = config.noise_variance
     transforms += [
         GammaTransform(tuple(config.gamma_range), invert_image=False, per_channel=False, retain_stats=False,

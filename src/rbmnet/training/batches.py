@@ -18,6 +18,7 @@ import numpy as np
 from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan
 from rbmnet.preprocessing.store import PreprocessedDataset
+from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
 from rbmnet.training.label_noise import check_share, training_labels
 from rbmnet.training.masking import block_mask
@@ -49,38 +50,32 @@ def draw_cases(case_names: list[str], batch_size: int, seed: int, epoch: int, it
 
 
 def make_batch(source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, epoch: int,
-               iteration: int, seed: int, transforms=None, label_noise: float = 0.0) -> dict:
+               iteration: int, seed: int, transforms=None, label_noise: float = 0.0,
+               seg_task: SegmentationTask | None = None) -> dict:
     """One batch for `task` ("pretext" or "seg"); `transforms` from augmentation.py, or None for none.
 
     pretext: {"image": float32 (B,1,H,W) augmented radiograph (also the target),
               "mask": bool (B,1,H,W), True = hidden, "case": names}
-    seg:     {"image": float32 (B,1,H,W), "target": float32 (B,1,H,W) in {0, 1}, "case": names}
+    seg:     {"image": float32 (B,1,H,W), "target": float32 (B,1,H,W) class indices of `seg_task`
+              (binary: {0, 1}), "case": names}
     label_noise: share of `case_names` whose label maps are corrupted (seg only; see label_noise.py).
     """
     batch_size = batch_size_for(plan, task)
+    if task == "seg" and seg_task is None:
+        raise ValueError("segmentation batches need the segmentation task (seg_task)")
     names = draw_cases(case_names, batch_size, seed, epoch, iteration)
     rng = np.random.default_rng([seed, epoch, iteration])
     image = np.stack([source.image(name) for name in names])[:, None]
     label = None
     if task == "seg":
         # label noise (label_noise.py) corrupts a seeded share of the training cases, before augmentation
-        label = training_labels(source, names, case_names, label_noise, seed)[:, None]
+        label = seg_task.encode(training_labels(source, names, case_names, label_noise, seed))[:, None]
     if transforms is not None:
         image, label = apply_transforms(transforms, int(rng.integers(2**63)), image, label)
     if task == "pretext":
         masks = [block_mask(image.shape[2:], plan.masking, rng) for _ in names]
         return {"image": image, "mask": np.stack(masks)[:, None], "case": names}
-    return {"image": image, "target": segmentation_target(label, plan), "case": names}
-
-
-def segmentation_target(label: np.ndarray, plan: Plan) -> np.ndarray:
-    """Label map (tooth numbers) -> what the loss compares with."""
-    if plan.segmentation.task == "binary":
-        return (label > 0).astype(np.float32)
-    if plan.segmentation.task == "multiclass":
-        # would map tooth numbers to class indices 0..K (from dataset.json's labels) and one-hot them
-        raise RbmnetError("segmentation.task 'multiclass' is not implemented yet; use 'binary'")
-    raise RbmnetError(f"unknown segmentation.task '{plan.segmentation.task}' (expected 'binary' or 'multiclass')")
+    return {"image": image, "target": label.astype(np.float32), "case": names}
 
 
 # Worker processes open the memory-mapped arrays once each, on first use, instead of receiving them
@@ -96,22 +91,25 @@ def open_dataset_cached(folder: str | Path) -> PreprocessedDataset:
 
 
 def make_batch_from_folder(folder: str | Path, case_names: list[str], plan: Plan, task: str, epoch: int,
-                           iteration: int, seed: int, transforms=None, label_noise: float = 0.0) -> dict:
+                           iteration: int, seed: int, transforms=None, label_noise: float = 0.0,
+                           seg_task: SegmentationTask | None = None) -> dict:
     """`make_batch` reading from a preprocessed folder path: picklable through functools.partial, e.g.
     partial(make_batch_from_folder, folder, names, plan, "seg", seed=plan.seed, transforms=t)(epoch, it).
     """
     return make_batch(open_dataset_cached(folder), case_names, plan, task, epoch, iteration, seed, transforms,
-                      label_noise)
+                      label_noise, seg_task)
 
 
 def batch_function(folder: str | Path, case_names: list[str], plan: Plan, task: str, seed: int,
-                   augment: bool = True, label_noise: float = 0.0) -> functools.partial:
+                   augment: bool = True, label_noise: float = 0.0,
+                   seg_task: SegmentationTask | None = None) -> functools.partial:
     """Picklable (epoch, iteration) -> batch for BatchStream, with the plan's augmentation."""
     transforms = None
     if augment:
-        transforms = build_spatial_and_intensity_transforms(plan.augmentation, tuple(plan.input_size),
-                                                            with_label=task == "seg")
+        transforms = build_spatial_and_intensity_transforms(
+            plan.augmentation, tuple(plan.input_size), with_label=task == "seg",
+            label_flip=seg_task.flip_lookup if seg_task is not None else None)
     batch_size_for(plan, task)  # fail on an unknown task here, not in a worker
     check_share(label_noise)
     return functools.partial(make_batch_from_folder, str(folder), list(case_names), plan, task,
-                             seed=seed, transforms=transforms, label_noise=label_noise)
+                             seed=seed, transforms=transforms, label_noise=label_noise, seg_task=seg_task)

@@ -56,8 +56,10 @@ def _around_one(generator: torch.Generator, count: int, low: float, high: float)
     return torch.where(pick_below & torch.tensor(low < 1.0), below, above)
 
 
-def draw_augmentation(count: int, config: AugmentationConfig, generator: torch.Generator) -> AugmentationDraw:
-    """Every per-sample parameter of a batch, drawn in a fixed order from `generator` (CPU)."""
+def draw_augmentation(count: int, config: AugmentationConfig, generator: torch.Generator,
+                      mirror_allowed: bool = True) -> AugmentationDraw:
+    """Every per-sample parameter of a batch, drawn in a fixed order from `generator` (CPU).
+    `mirror_allowed` False: the task's labels allow no left-right mirror (see tasks/)."""
     p = config.probability
 
     def happens(enabled: bool, probability: float = p) -> torch.Tensor:
@@ -71,7 +73,7 @@ def draw_augmentation(count: int, config: AugmentationConfig, generator: torch.G
         rotate_on=happens(angle_limit > 0), angle=_uniform(generator, count, -angle_limit, angle_limit),
         scale_on=happens((scale_low, scale_high) != (1.0, 1.0)),
         scale=_uniform(generator, count, scale_low, scale_high),
-        mirror_on=happens(config.mirror, 0.5),
+        mirror_on=happens(config.mirror and mirror_allowed, 0.5),
         gamma_on=happens(True), gamma=_around_one(generator, count, *config.gamma_range),
         brightness_on=happens(True), brightness=_uniform(generator, count, *config.brightness_range),
         contrast_on=happens(True), contrast=_around_one(generator, count, *config.contrast_range),
@@ -104,9 +106,13 @@ def affine_matrices(angle: torch.Tensor, scale: torch.Tensor, height: int, width
     return torch.cat([linear, torch.zeros(len(angle), 2, 1, dtype=angle.dtype)], dim=2)
 
 
-def warp(image: torch.Tensor, target: torch.Tensor | None,
-         draw: AugmentationDraw) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rotation/scaling of the samples that draw it (zeros outside the image), then the mirror."""
+def warp(image: torch.Tensor, target: torch.Tensor | None, draw: AugmentationDraw,
+         label_flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rotation/scaling of the samples that draw it (zeros outside the image), then the mirror.
+
+    `target` holds class indices; a mirrored target's indices go through `label_flip` (the task's
+    left-right permutation: a numbered tooth takes its contralateral number), when given.
+    """
     moved = (draw.rotate_on | draw.scale_on).nonzero().flatten()
     if len(moved):
         angle = torch.where(draw.rotate_on, draw.angle, torch.zeros_like(draw.angle))[moved]
@@ -122,7 +128,10 @@ def warp(image: torch.Tensor, target: torch.Tensor | None,
     mirror = to_device(draw.mirror_on, image)[:, None, None, None]
     image = torch.where(mirror, image.flip(3), image)
     if target is not None:
-        target = torch.where(mirror, target.flip(3), target)
+        mirrored = target.flip(3)
+        if label_flip is not None:
+            mirrored = label_flip[mirrored.long()].to(target.dtype)
+        target = torch.where(mirror, mirrored, target)
     return image, target
 
 

@@ -29,6 +29,7 @@ import torch
 from rbmnet.planning.plan import Plan
 from rbmnet.planning.planner import DEVICE_DATA_SHARE, resident_data_bytes
 from rbmnet.preprocessing.store import PreprocessedDataset
+from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training import batches
 from rbmnet.training.device_augmentation import draw_augmentation, intensity, to_device, warp
 from rbmnet.training.label_noise import training_labels
@@ -51,7 +52,8 @@ class DeviceBatches:
     """(epoch, iteration) -> batch dict of tensors on `device`, from a dataset copied there once."""
 
     def __init__(self, source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, seed: int,
-                 device: torch.device, augment: bool = True, label_noise: float = 0.0):
+                 device: torch.device, augment: bool = True, label_noise: float = 0.0,
+                 seg_task: SegmentationTask | None = None):
         self.case_names = list(case_names)
         self.plan, self.task, self.seed, self.device, self.augment = plan, task, seed, torch.device(device), augment
         self.batch_size = batches.batch_size_for(plan, task)
@@ -59,12 +61,16 @@ class DeviceBatches:
         # float16 as stored: half the memory; batches are converted to float32 after indexing
         images = np.stack([np.asarray(source.images[source.record(n).index]) for n in self.case_names])
         self.images = torch.from_numpy(images.astype(np.float16, copy=False)).to(self.device)
-        self.targets = None
+        self.targets, self.label_flip = None, None
         if task == "seg":
+            if seg_task is None:
+                raise ValueError("segmentation batches need the segmentation task (seg_task)")
             # label noise is decided once per case (label_noise.py), so it can be applied here, once
             labels = training_labels(source, self.case_names, self.case_names, label_noise, seed)
-            targets = batches.segmentation_target(labels, plan).astype(np.uint8)
-            self.targets = torch.from_numpy(targets).to(self.device)
+            self.targets = torch.from_numpy(seg_task.encode(labels)).to(self.device)
+            flip = seg_task.flip_lookup
+            self.label_flip = None if flip is None else torch.from_numpy(flip.astype(np.int64)).to(self.device)
+        self.mirror_allowed = task != "seg" or self.label_flip is not None
 
     @property
     def resident_bytes(self) -> int:
@@ -78,8 +84,8 @@ class DeviceBatches:
         target = self.targets.index_select(0, rows)[:, None].float() if self.targets is not None else None
         numbers, pixels = batch_generators(self.seed, epoch, iteration, self.device)
         if self.augment:
-            draw = draw_augmentation(len(names), self.plan.augmentation, numbers)
-            image, target = warp(image, target, draw)
+            draw = draw_augmentation(len(names), self.plan.augmentation, numbers, self.mirror_allowed)
+            image, target = warp(image, target, draw, self.label_flip)
             image = intensity(image, draw, pixels)
         if self.task == "pretext":
             height, width = image.shape[2:]
@@ -130,12 +136,13 @@ class BatchSource:
 
 def batch_source(source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, seed: int,
                  device: torch.device, requested: str = "auto", num_workers: int = 2,
-                 label_noise: float = 0.0) -> BatchSource:
+                 label_noise: float = 0.0, seg_task: SegmentationTask | None = None) -> BatchSource:
     """The batch function of a stage: on the device (DeviceBatches) or in workers (batches.py)."""
     needed = resident_data_bytes(len(case_names), plan.input_size, with_targets=task == "seg")
     choice = choose_data_path(requested, plan, device, needed)
     if choice.path == "device":
-        return BatchSource(DeviceBatches(source, case_names, plan, task, seed, device, label_noise=label_noise),
-                           0, choice)
-    make_batch = batches.batch_function(source.folder, case_names, plan, task, seed, label_noise=label_noise)
+        return BatchSource(DeviceBatches(source, case_names, plan, task, seed, device, label_noise=label_noise,
+                                         seg_task=seg_task), 0, choice)
+    make_batch = batches.batch_function(source.folder, case_names, plan, task, seed, label_noise=label_noise,
+                                        seg_task=seg_task)
     return BatchSource(make_batch, num_workers, choice)

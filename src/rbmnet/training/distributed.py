@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from rbmnet.errors import RbmnetError
-from rbmnet.training.device import compile_if_asked, resolve_device, use_fast_kernels
+from rbmnet.model.device import compile_if_asked, resolve_device, use_fast_kernels
 
 RANK_DIGEST_VARIABLE = "RBMNET_TEST_RANK_DIGEST_DIR"  # test hook: each rank writes a hash of its final weights
 Result = TypeVar("Result")

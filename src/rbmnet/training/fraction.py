@@ -1,4 +1,4 @@
-"""The training fraction (DESIGN section 6): which labels a fold may use.
+"""The training fraction (see docs/plan.md): which labels a fold may use.
 
 The fraction is of the whole labeled dataset; the cases are drawn, seeded, from the fold's training
 split. One permutation per (seed, fold) is cut at different lengths, so a smaller fraction's cases

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from rbmnet.errors import RbmnetError
-from rbmnet.training.checkpoint import load_checkpoint
+from rbmnet.model.checkpoint import load_checkpoint
 
 HEAD_PREFIX = "head."
 

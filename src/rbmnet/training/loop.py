@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from rbmnet.training.background import BatchStream
-from rbmnet.training.checkpoint import (FINAL, LATEST, unwrap_network, load_checkpoint, restore_rng_state,
+from rbmnet.model.checkpoint import (FINAL, LATEST, unwrap_network, load_checkpoint, restore_rng_state,
                                        save_checkpoint)
-from rbmnet.training.device import autocast, needs_grad_scaler
+from rbmnet.model.device import autocast, needs_grad_scaler
 from rbmnet.training.distributed import broadcast_buffers, mean_over_ranks, write_rank_digest
 from rbmnet.training.progress import TrainingLog
 

@@ -1,4 +1,4 @@
-"""Random Block Masking, the pretext task of the paper (DESIGN section 6).
+"""Random Block Masking, the pretext task of the paper (see docs/plan.md, `masking`).
 
 Each image gets n ~ U{min_blocks..max_blocks} (2..5) rectangles, each covering `block_area_fraction`
 (15 %) of the image, with a random aspect ratio and a random position fully inside the image. The

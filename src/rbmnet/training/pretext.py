@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from rbmnet.errors import RbmnetError
@@ -19,13 +20,12 @@ from rbmnet.networks import build_network
 from rbmnet.training.device_batches import batch_source
 from rbmnet.training.distributed import on_writer, setup_distributed, training_network
 from rbmnet.training.loop import TrainingRun, resume, train
-from rbmnet.training.losses import reconstruction_l1
 from rbmnet.training.masking import block_mask
-from rbmnet.training.model_folder import prepare_model_folder, prepare_run_folder, pretext_model_id
+from rbmnet.model.folder import prepare_model_folder, prepare_run_folder, pretext_model_id
 from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.pretext_report import write_pretext_report
 from rbmnet.training.setup import StageInputs
-from rbmnet.training.sobel import network_input
+from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
 
 RECONSTRUCTION_CHANNELS = 1
 
@@ -39,6 +39,11 @@ def pretext_split(names: list[str], validation_fraction: float, seed: int) -> tu
     num_val = min(len(names) - 1, max(1, round(validation_fraction * len(names))))
     val = sorted(names[i] for i in order[:num_val])
     return sorted(set(names) - set(val)), val
+
+
+def reconstruction_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over every pixel: the paper's target is the whole radiograph."""
+    return F.l1_loss(prediction.float(), target.float())
 
 
 def masked_input(image: torch.Tensor, mask: torch.Tensor, fill_value: float) -> torch.Tensor:
@@ -94,7 +99,7 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
     folder = on_writer(context, make_folder)
 
     torch.manual_seed(plan.seed)
-    network = build_network(plan.network, RECONSTRUCTION_CHANNELS).to(device)
+    network = build_network(plan.network, RECONSTRUCTION_CHANNELS, input_channels=NETWORK_INPUT_CHANNELS).to(device)
     optimizer = build_optimizer(network, plan.pretext)
     fill = plan.masking.fill_value
     val_images = np.stack([inputs.data.image(n) for n in val_names]).astype(np.float32)

@@ -10,8 +10,8 @@ from rbmnet.evaluation.image_metrics import reconstruction_metrics, summarize_re
 from rbmnet.evaluation.lpips_metric import load_lpips
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import atomic_path, write_json
-from rbmnet.training.device import autocast
-from rbmnet.training.sobel import sobel_magnitude
+from rbmnet.model.device import autocast
+from rbmnet.model.sobel import sobel_magnitude
 
 FIGURE_NAME = "reconstructions.png"
 

@@ -1,57 +1,74 @@
-"""End-of-training validation of a fold: masks at the original resolution, metrics, figure, CV summary."""
+"""End-of-training validation of a fold: predictions at the original resolution, the task's metrics,
+a figure, the CV summary, and (teeth) the post-processing decided on every finished fold."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from rbmnet.evaluation.reports import crossval_summary, write_crossval_summary, write_segmentation_summary
-from rbmnet.evaluation.segmentation_metrics import case_metrics
-from rbmnet.inference.masks import probabilities_to_mask
-from rbmnet.inference.probabilities import predict_arrays
-from rbmnet.io.atomic import atomic_path, read_json
+from rbmnet.evaluation.reports import crossval_summary, write_crossval_summary
+from rbmnet.io.atomic import atomic_path, read_json, write_json
 from rbmnet.io.images import read_image, read_label, write_png
+from rbmnet.model.folder import POSTPROCESSING_JSON
+from rbmnet.model.forward import predict_arrays
 from rbmnet.preprocessing.transforms import restore_probabilities
+from rbmnet.tasks.base import SegmentationTask
 
 FIGURE_NAME = "validation_examples.png"  # beside validation/, so that folder holds only masks
+EXAMPLE_COLOURS = "nipy_spectral"  # tooth numbers in distinct colours; a binary mask shows in one
 
 
-def validate_fold(folder: Path, network, inputs, val_names: list[str], device, plan, meta: dict) -> dict:
+def validate_fold(folder: Path, network, inputs, val_names: list[str], device, plan, meta: dict,
+                  task: SegmentationTask) -> dict:
     out_dir = Path(folder) / "validation"
     records = [inputs.data.record(n) for n in val_names]
-    images = np.stack([inputs.data.images[r.index] for r in records])
-    probabilities = predict_arrays(network, images, device, batch_size=plan.segmentation.batch_size)
     per_case, examples = [], []
-    for record, probability in zip(records, probabilities):
-        mask = probabilities_to_mask(restore_probabilities(probability, record.original_shape),
-                                     plan.segmentation.threshold)
-        write_png(out_dir / f"{record.name}.png", mask)
-        reference = read_label(inputs.raw_dir / "labelsTr" / f"{record.name}{inputs.dataset_json['file_ending']}") > 0
-        per_case.append({"case": record.name, **case_metrics(mask > 0, reference)})
-        if len(examples) < 3:
-            examples.append((record, reference, mask > 0))
-    summary = write_segmentation_summary(out_dir, per_case, {
+    # a few cases at a time: teeth probabilities have up to 33 channels at the original size
+    for start in range(0, len(records), VALIDATION_CHUNK):
+        chunk = records[start:start + VALIDATION_CHUNK]
+        images = np.stack([inputs.data.images[r.index] for r in chunk])
+        probabilities = predict_arrays(network, images, device, task, batch_size=plan.segmentation.batch_size)
+        for record, probability in zip(chunk, probabilities):
+            prediction = task.decode(restore_probabilities(probability, record.original_shape))
+            write_png(out_dir / f"{record.name}.png", prediction)
+            reference = read_label(reference_path(inputs.raw_dir, record.name, inputs.dataset_json))
+            per_case.append({"case": record.name, **task.case_metrics(prediction, reference)})
+            if len(examples) < 3:
+                examples.append((record, reference, prediction))
+    summary = task.write_summary(out_dir, per_case, {
         "model_id": meta["model_id"], "fold": meta["fold"], "fraction": meta["fraction"], "seed": meta["seed"],
         "initialisation": meta["initialisation"], "architecture": meta["architecture"],
         "checkpoint": "checkpoint_final"})
     write_examples_figure(Path(folder) / FIGURE_NAME, inputs.raw_dir, examples)
     mean = summary["mean"]
     print(f"fold {meta['fold']} validation ({len(per_case)} cases, final checkpoint): "
-          + "  ".join(f"{k} {mean[k]:.4f}" for k in ("dice", "jaccard", "precision", "recall")))
+          + "  ".join(f"{k} {mean[k]:.4f}" for k in task.metric_names))
     return summary
 
 
-def write_crossval_if_several(model_folder: Path) -> dict | None:
+VALIDATION_CHUNK = 8
+
+
+def reference_path(raw_dir: Path, case: str, dataset_json: dict) -> Path:
+    return Path(raw_dir) / "labelsTr" / f"{case}{dataset_json['file_ending']}"
+
+
+def write_crossval_if_several(model_folder: Path, task: SegmentationTask) -> dict | None:
+    summaries = finished_fold_summaries(model_folder)
+    if len(summaries) < 2:
+        return None
+    result = crossval_summary(summaries, metrics=task.metric_names)
+    write_crossval_summary(model_folder, result, metrics=task.metric_names)
+    return result
+
+
+def finished_fold_summaries(model_folder: Path) -> dict[int, dict]:
     summaries = {}
     for fold_dir in sorted(Path(model_folder).glob("fold_[0-9]*")):
         path = fold_dir / "validation" / "summary.json"
         if path.is_file():
             summaries[int(fold_dir.name.split("_")[1])] = read_json(path)
-    if len(summaries) < 2:
-        return None
-    result = crossval_summary(summaries)
-    write_crossval_summary(model_folder, result)
-    return result
+    return summaries
 
 
 def write_examples_figure(path: Path, raw_dir: Path, examples) -> None:
@@ -66,9 +83,9 @@ def write_examples_figure(path: Path, raw_dir: Path, examples) -> None:
     for row, (record, reference, prediction) in enumerate(examples):
         radiograph = read_image(raw_dir / record.source)
         for col, (title, array, cmap) in enumerate((("radiograph", radiograph, "gray"),
-                                                    ("ground truth", reference, "gray"),
-                                                    ("prediction", prediction, "gray"))):
-            axes[row, col].imshow(array, cmap=cmap)
+                                                    ("ground truth", reference, EXAMPLE_COLOURS),
+                                                    ("prediction", prediction, EXAMPLE_COLOURS))):
+            axes[row, col].imshow(array, cmap=cmap, interpolation="nearest")
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
             if row == 0:
@@ -78,3 +95,35 @@ def write_examples_figure(path: Path, raw_dir: Path, examples) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+def decide_postprocessing_if_any(model_folder: Path, raw_dir: Path, dataset_json: dict,
+                                 task: SegmentationTask) -> dict | None:
+    """Compare the task's post-processing candidates on the validation predictions of every finished
+    fold (cross-validation, as nnU-Net decides for binary) and write the decision into the model
+    folder, where rbmnet_predict applies it. The minimum tooth size comes from the training labels."""
+    if not task.postprocessing_candidates:
+        return None
+    from rbmnet.tasks.teeth_postprocessing import decide_postprocessing, min_tooth_size
+
+    cases, training = [], set()
+    for fold_dir in sorted(Path(model_folder).glob("fold_[0-9]*")):
+        if not (fold_dir / "validation" / "summary.json").is_file():
+            continue
+        record = read_json(fold_dir / "training_cases.json")
+        training.update(record["cases"])
+        for case in record["validation_cases"]:
+            cases.append((read_label(fold_dir / "validation" / f"{case}.png"),
+                          read_label(reference_path(raw_dir, case, dataset_json))))
+    if not cases:
+        return None
+    params = {"min_size": min_tooth_size(read_label(reference_path(raw_dir, c, dataset_json)) for c in sorted(training))}
+    decision = decide_postprocessing(cases, task.numbering, params, list(task.postprocessing_candidates))
+    decision["folds"] = sorted(int(p.name.split("_")[1]) for p in Path(model_folder).glob("fold_[0-9]*")
+                               if (p / "validation" / "summary.json").is_file())
+    write_json(Path(model_folder) / POSTPROCESSING_JSON, decision)
+    scores = decision["scores"]
+    print(f"post-processing on {len(cases)} validation cases of folds {decision['folds']}: "
+          + ", ".join(f"{name} tooth Dice {s['tooth_dice']:.4f} / ID acc {s['identification_accuracy']:.4f}"
+                      for name, s in scores.items()) + f" -> {decision['chosen']}")
+    return decision

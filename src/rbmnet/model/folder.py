@@ -1,9 +1,10 @@
-"""Where a trained model lives and what its folder is called (DESIGN section 5).
+"""Where a trained model lives, what its folder is called and what it holds (docs/model_folder.md).
 
 The model id names architecture, initialisation, training fraction and plan, so that pretrained vs
 scratch models and different fractions never overwrite each other:
     pretext__resunet__plans
     seg__resunet__rbm__frac0.2__plans          (fold folders fold_0 .. fold_4, or fold_all)
+    seg__resunet__scratch__frac0.2__plans__teeth-factorized   (numbered teeth, factorized head)
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import shutil
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
-from rbmnet.io.atomic import write_json
+from rbmnet.io.atomic import read_json, write_json
 from rbmnet.paths import results_dataset_dir
-from rbmnet.training.checkpoint import FINAL, LATEST
+from rbmnet.model.checkpoint import FINAL, LATEST
 
 
 # the initialisation part of a segmentation model id, by `rbmnet_train seg --init` value
@@ -25,9 +26,10 @@ def pretext_model_id(architecture: str, plans_name: str, seed_tag: str = "") -> 
 
 
 def segmentation_model_id(architecture: str, init_tag: str, fraction: float, plans_name: str,
-                          label_noise: float = 0.0, seed_tag: str = "") -> str:
+                          label_noise: float = 0.0, seed_tag: str = "", task_tag: str = "") -> str:
+    """`task_tag` from the task (tasks/): '' for binary, '__teeth-<head>' for numbered teeth."""
     noise = f"__noise{label_noise:g}" if label_noise else ""
-    return f"seg__{architecture}__{init_tag}__frac{fraction:g}__{plans_name}{noise}{seed_tag}"
+    return f"seg__{architecture}__{init_tag}__frac{fraction:g}__{plans_name}{task_tag}{noise}{seed_tag}"
 
 
 def seed_tag(seed: int, plan_seed: int) -> str:
@@ -61,3 +63,19 @@ def prepare_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
 
 def is_finished(folder: Path) -> bool:
     return (folder / FINAL).is_file()
+
+
+POSTPROCESSING_JSON = "postprocessing.json"  # teeth models: the post-processing chosen by cross-validation
+
+
+def load_postprocessing(model_folder: Path):
+    """The model's post-processing as a function label map -> label map, or None (none decided)."""
+    path = Path(model_folder) / POSTPROCESSING_JSON
+    if not path.is_file():
+        return None
+    from rbmnet.tasks.teeth_postprocessing import apply_postprocessing
+
+    decision = read_json(path)
+    if decision.get("chosen", "none") == "none":
+        return None
+    return lambda label_map: apply_postprocessing(label_map, decision)

@@ -1,4 +1,4 @@
-"""Losses: 0.7 Dice + 0.3 BCE for segmentation, L1 for reconstruction (DESIGN section 6).
+"""Segmentation losses: batch soft Dice + BCE (binary), and the multi-class Dice + cross-entropy.
 
 The Dice is a "batch Dice": intersections and sums are added over the whole batch before the
 ratio, so an image with little foreground does not dominate. `dice_sums` returns those sums on their
@@ -54,6 +54,31 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float
     return dice_weight * (1.0 - dice) + bce_weight * bce
 
 
-def reconstruction_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over every pixel: the paper's target is the whole radiograph."""
-    return F.l1_loss(prediction.float(), target.float())
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.7, ce_weight: float = 0.3,
+                 smooth: float = 1e-5, sums_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """dice_weight * (1 - mean batch soft Dice) + ce_weight * cross-entropy, for (B, K+1, H, W) logits
+    and (B, H, W) class indices (0 = background).
+
+    The Dice is averaged over the foreground classes present in the (global) batch's target, so a
+    tooth that appears in a few images weighs as much as one in every image, and a class that is
+    absent contributes nothing (its 0/0 Dice would otherwise reward predicting nothing).
+    """
+    logits = logits.float()
+    probabilities = torch.softmax(logits, dim=1)
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probabilities.dtype)
+    intersection, denominator = dice_sums(probabilities[:, 1:], one_hot[:, 1:])
+    present = one_hot[:, 1:].sum(dim=SPATIAL_AND_BATCH)
+    sums = torch.stack((intersection, denominator, present))
+    if sums_reducer is not None:
+        sums = sums_reducer(sums)
+    dice = dice_from_sums(sums[0], sums[1], smooth)
+    has_class = sums[2] > 0
+    mean_dice = dice[has_class].mean() if bool(has_class.any()) else dice.new_tensor(1.0)
+    return dice_weight * (1.0 - mean_dice) + ce_weight * F.cross_entropy(logits, target)
+
+
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy over the pixels whose target is not `ignore_index`; 0 when there is none."""
+    if not bool((target != ignore_index).any()):
+        return logits.sum() * 0.0  # keeps the graph (DDP expects every parameter to get a gradient)
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)

@@ -1,4 +1,4 @@
-"""Sobel edge magnitude, the second input channel of the network (DESIGN section 6).
+"""Sobel edge magnitude, the second input channel of the network (see docs/architecture.md).
 
 In pretext training the edges come from the UNMASKED radiograph: they show the network what lies
 behind the blocks it must reconstruct. Segmentation and prediction use the edges of the image itself.
@@ -31,7 +31,11 @@ def sobel_magnitude(image: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(gradients, dim=1, keepdim=True) / MAX_MAGNITUDE
 
 
+# The channels `network_input` makes: what every network is built for (networks/build_network's input_channels).
+NETWORK_INPUT_CHANNELS = 2
+
+
 def network_input(image: torch.Tensor, edges_of: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, 2, H, W): the image and the Sobel magnitude of `edges_of` (default: the image itself)."""
+    """(B, NETWORK_INPUT_CHANNELS = 2, H, W): the image and the Sobel magnitude of `edges_of` (default: the image)."""
     source = image if edges_of is None else edges_of
     return torch.cat([image, sobel_magnitude(source)], dim=1)

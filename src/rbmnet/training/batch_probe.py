@@ -72,16 +72,16 @@ def cuda_step_peak(network_config, input_size: list[int], device) -> Callable[[i
     import torch
 
     from rbmnet.networks import build_network
-    from rbmnet.training.device import autocast, use_fast_kernels
-    from rbmnet.training.losses import dice_bce_loss
-    from rbmnet.training.sobel import network_input
+    from rbmnet.model.device import autocast, use_fast_kernels
+    from rbmnet.tasks.losses import dice_bce_loss
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
 
     height, width = input_size
 
     def step_peak(batch_size: int) -> int | None:
         network = optimizer = image = target = None
         try:
-            network = use_fast_kernels(build_network(network_config, 1).to(device), device)
+            network = use_fast_kernels(build_network(network_config, 1, input_channels=NETWORK_INPUT_CHANNELS).to(device), device)
             optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
             image = torch.rand(batch_size, 1, height, width, device=device)
             target = (torch.rand(batch_size, 1, height, width, device=device) > 0.5).float()
