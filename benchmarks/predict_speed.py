@@ -47,9 +47,10 @@ def build_default_model(folder: Path) -> Path:
     from rbmnet.data.dataset_json import make_dataset_json, tooth_labels
     from rbmnet.io.atomic import write_json
     from rbmnet.networks import build_network
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
     from rbmnet.planning.plan import Plan
     from rbmnet.model.checkpoint import FINAL, save_checkpoint
-    from rbmnet.model.folder import fold_folder_name
+    from rbmnet.layout import fold_folder_name
 
     plan = Plan(dataset_name="Bench")
     dataset_json = make_dataset_json("Bench", tooth_labels(None), 0, 0)
@@ -59,7 +60,8 @@ def build_default_model(folder: Path) -> Path:
     torch.manual_seed(0)
     meta = {"stage": "segmentation", "architecture": plan.network.architecture, "model_id": model_folder.name,
             "fold": "0", "output_channels": 1, "task": "binary", "labels": dataset_json["labels"]}
-    save_checkpoint(model_folder / fold_folder_name(0) / FINAL, build_network(plan.network, 1), None, 0, [],
+    network = build_network(plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS)
+    save_checkpoint(model_folder / fold_folder_name(0) / FINAL, network, None, 0, [],
                     plan.to_dict(), dataset_json, meta)
     return model_folder
 

@@ -105,6 +105,7 @@ def rbmnet_training(inputs, task: str, device: torch.device, iterations: int, co
     from dataclasses import replace
 
     from rbmnet.networks import build_network
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
     from rbmnet.tasks import build_task
     from rbmnet.training.device_batches import batch_source
     from rbmnet.training.distributed import Distributed, training_network
@@ -119,7 +120,8 @@ def rbmnet_training(inputs, task: str, device: torch.device, iterations: int, co
     stage = replace(stage, epochs=2, iterations_per_epoch=iterations)
     torch.manual_seed(0)
     seg_task = build_task(plan, inputs.dataset_json) if task == "seg" else None
-    network = build_network(plan.network, seg_task.output_channels if seg_task else 1).to(device)
+    network = build_network(plan.network, seg_task.output_channels if seg_task else 1,
+                            input_channels=NETWORK_INPUT_CHANNELS).to(device)
     source = batch_source(inputs.data, names, plan, task, plan.seed, device, data_path, num_workers,
                           seg_task=seg_task)
     loss = (functools.partial(pretext_batch_loss, fill_value=plan.masking.fill_value) if task == "pretext" else
@@ -146,7 +148,7 @@ def baseline_training(inputs, task: str, device: torch.device, iterations: int, 
     from rbmnet.tasks.losses import dice_bce_loss
     from rbmnet.training.pretext import reconstruction_l1
     from rbmnet.training.pretext import masked_input
-    from rbmnet.model.sobel import network_input
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
 
     plan, raw = inputs.plan, inputs.raw_dir
     if task == "pretext":
@@ -158,7 +160,7 @@ def baseline_training(inputs, task: str, device: torch.device, iterations: int, 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                                          drop_last=True, persistent_workers=num_workers > 0)
     torch.manual_seed(0)
-    network = build_network(plan.network, 1).to(device)
+    network = build_network(plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
     batches = endless(loader)
 
@@ -189,10 +191,12 @@ def baseline_training(inputs, task: str, device: torch.device, iterations: int, 
 def rbmnet_prediction(inputs, device: torch.device, batch_size: int, count: int) -> dict:
     from rbmnet.model.forward import predict_arrays
     from rbmnet.networks import build_network
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
     from rbmnet.tasks.binary import BinaryTask
     from rbmnet.model.device import use_fast_kernels
 
-    network = use_fast_kernels(build_network(inputs.plan.network, 1).to(device), device)
+    network = build_network(inputs.plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS)
+    network = use_fast_kernels(network.to(device), device)
     images = inputs.data.images
     rows = np.arange(count) % len(images)
     predict_arrays(network, images[rows[:batch_size]], device, BinaryTask(), batch_size)  # warm-up
@@ -206,13 +210,13 @@ def rbmnet_prediction(inputs, device: torch.device, batch_size: int, count: int)
 
 def baseline_prediction(inputs, device: torch.device, batch_size: int, count: int, num_workers: int) -> dict:
     from rbmnet.networks import build_network
-    from rbmnet.model.sobel import network_input
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
 
     images = sorted((inputs.raw_dir / "imagesTr").glob("*.png"))
     images = [images[i % len(images)] for i in range(count + batch_size)]
     dataset = PngDataset(images, None, inputs.plan.input_size[0])
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    network = build_network(inputs.plan.network, 1).to(device).eval()
+    network = build_network(inputs.plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS).to(device).eval()
     batches = iter(loader)
     with torch.no_grad():
         torch.sigmoid(network(network_input(next(batches)[0].to(device)))).cpu()  # warm-up
@@ -233,9 +237,9 @@ def flops_per_image(inputs, device: torch.device, batch_size: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from rbmnet.networks import build_network
-    from rbmnet.model.sobel import network_input
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
 
-    network = build_network(inputs.plan.network, 1).to(device)
+    network = build_network(inputs.plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS).to(device)
     image = torch.rand(batch_size, 1, *inputs.plan.input_size, device=device)
     with FlopCounterMode(display=False) as train_counter:
         network(network_input(image)).float().mean().backward()

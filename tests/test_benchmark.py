@@ -1,6 +1,7 @@
 """rbmnet_benchmark on a tiny synthetic dataset: the grid trains each cell once, resumes an interrupted
-one, refuses a grid the splits cannot serve before training, keeps going past a failing cell, and its
-table holds exactly the numbers of the fold summaries. (Network output shapes: test_networks.py.)"""
+one, refuses a grid the splits cannot serve before training, keeps going past a failing cell, its
+table holds exactly the numbers of the fold summaries, and teeth grids (--task teeth) keep their own
+cells and metrics. (Network output shapes: test_networks.py.)"""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from PIL import Image
 from rbmnet.benchmarking import grid
 from rbmnet.benchmarking.table import format_cell
 from rbmnet.cli.benchmark import main as benchmark_cli
+from rbmnet.evaluation.numbering_metrics import TEETH_METRICS
 from rbmnet.io.atomic import write_json
 from rbmnet.model.checkpoint import FINAL, LATEST
 from training_factory import make_tiny_dataset
@@ -211,3 +213,51 @@ def test_a_failing_cell_is_reported_and_the_others_kept(bench, results, monkeypa
     table = pd.read_csv(output / "benchmark.csv")
     assert list(table["num_folds"]) == [1, 2, 2, 2]
     assert (output / "dice_vs_fraction.png").stat().st_size > 0
+
+
+def test_teeth_grid_reports_the_teeth_metrics_and_never_shares_cells_with_binary(bench, results, tmp_path):
+    """--task teeth on the FDI-numbered synthetic set: its own model ids, the task's metrics in the table;
+    a binary grid of the same cells afterwards trains its own cells and leaves the teeth ones alone."""
+    grid_args = ["-d", DATASET, "--archs", "unet", "--no-rbm", "--fractions", "0.25", "--folds", "0",
+                 *TINY_TRAINING]
+    teeth_out, binary_out = tmp_path / "teeth", tmp_path / "binary"
+    teeth = run_benchmark(*grid_args, "--task", "teeth", "--output", str(teeth_out))
+    assert teeth.exit_code == 0, teeth.output
+    assert "1 trained, 0 resumed, 0 skipped" in teeth.output
+    teeth_id = "seg__unet__scratch__frac0.25__plans__teeth-factorized"
+    fold = results / teeth_id / "fold_0"
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    table = pd.read_csv(teeth_out / "benchmark.csv")
+    assert list(table["model_id"]) == [teeth_id]
+    row = table.iloc[0]
+    for metric in TEETH_METRICS:
+        assert 0.0 <= row[f"{metric}_mean"] <= 1.0
+        assert row[f"{metric}_mean"] == pytest.approx(summary["mean"][metric], abs=1e-12)
+        assert row[f"{metric}_std"] == 0.0  # one fold
+    assert not any(column.startswith(("dice_", "jaccard_")) for column in table.columns)
+    markdown = (teeth_out / "benchmark.md").read_text()
+    assert "(plan plans, task teeth (teeth-factorized))" in markdown
+    assert "tooth_dice / identification_accuracy / wrong_side_rate / binary_dice on each fold's" in markdown
+    assert f"| U-Net | {format_cell(row, 1, TEETH_METRICS)} |" in markdown
+    assert (teeth_out / "dice_vs_fraction.png").stat().st_size > 0
+
+    teeth_checkpoint = (fold / FINAL).stat().st_mtime_ns
+    binary = run_benchmark(*grid_args, "--task", "binary", "--output", str(binary_out))
+    assert binary.exit_code == 0, binary.output
+    assert "1 trained, 0 resumed, 0 skipped" in binary.output  # the teeth cell is not taken for it
+    binary_table = pd.read_csv(binary_out / "benchmark.csv")
+    assert list(binary_table["model_id"]) == ["seg__unet__scratch__frac0.25__plans"]
+    assert "dice_mean" in binary_table.columns and "tooth_dice_mean" not in binary_table.columns
+    assert "task teeth" not in (binary_out / "benchmark.md").read_text()
+    assert (fold / FINAL).stat().st_mtime_ns == teeth_checkpoint
+
+    again = run_benchmark(*grid_args, "--task", "teeth", "--output", str(teeth_out))
+    assert again.exit_code == 0, again.output
+    assert "0 trained, 0 resumed, 1 skipped" in again.output  # its own finished cell, reused
+
+
+def test_numbering_head_needs_the_teeth_task(bench):
+    result = run_benchmark("-d", DATASET, "--archs", "unet", "--no-rbm", "--fractions", "0.25", "--folds", "0",
+                           "--numbering-head", "classes", *TINY_TRAINING)
+    assert result.exit_code == 2
+    assert "--numbering-head applies to the teeth task" in result.output and "[1/" not in result.output

@@ -13,7 +13,8 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
 from rbmnet.planning.plan import AugmentationConfig, Plan, SegmentationConfig, StageConfig
 from rbmnet.preprocessing.store import CaseRecord, PreprocessedDataset, records_to_json
-from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
+from rbmnet.augmentation.declaration import declare_augmentation
+from rbmnet.training.augmentation import apply_transforms, transforms_from_declaration
 from rbmnet.training.background import BatchStream
 from rbmnet.tasks.binary import BinaryTask
 from rbmnet.training.batches import batch_function, draw_cases, make_batch
@@ -73,7 +74,8 @@ def labeled_batch(dataset):
 
 def test_augmentation_keeps_image_in_range_and_label_values(dataset):
     image, label = labeled_batch(dataset)
-    transforms = build_spatial_and_intensity_transforms(ALWAYS, (HEIGHT, WIDTH), with_label=True)
+    transforms = transforms_from_declaration(
+        declare_augmentation(ALWAYS, mirror_allowed=False, with_label=True), (HEIGHT, WIDTH), None)
     out_image, out_label = apply_transforms(transforms, 5, image, label)
     assert out_image.dtype == np.float32 and out_image.shape == image.shape
     # brightness x1.5..2 pushes values above 1: only the final clip brings them back
@@ -85,7 +87,8 @@ def test_augmentation_keeps_image_in_range_and_label_values(dataset):
 def test_image_and_label_move_together(dataset):
     _, label = labeled_batch(dataset)
     image = (label > 0).astype(np.float32)
-    transforms = build_spatial_and_intensity_transforms(SPATIAL_ONLY, (HEIGHT, WIDTH), with_label=True)
+    transforms = transforms_from_declaration(
+        declare_augmentation(SPATIAL_ONLY, mirror_allowed=False, with_label=True), (HEIGHT, WIDTH), None)
     out_image, out_label = apply_transforms(transforms, 11, image, label)
     assert not np.array_equal(out_label, label)
     assert np.mean((out_image > 0.5) == (out_label > 0)) > 0.97
@@ -93,7 +96,8 @@ def test_image_and_label_move_together(dataset):
 
 def test_mirror_only_flips_width():
     config = AugmentationConfig(probability=0.0, mirror=True)
-    transforms = build_spatial_and_intensity_transforms(config, (HEIGHT, WIDTH), with_label=False)
+    transforms = transforms_from_declaration(
+        declare_augmentation(config, mirror_allowed=True, with_label=False), (HEIGHT, WIDTH), None)
     image = np.random.default_rng(0).random((8, 1, HEIGHT, WIDTH), dtype=np.float32)
     out, _ = apply_transforms(transforms, 2, image.copy())
     flipped = [np.array_equal(o, i[..., ::-1]) for o, i in zip(out, image)]
@@ -103,7 +107,8 @@ def test_mirror_only_flips_width():
 
 def test_apply_transforms_is_seeded_and_leaves_global_rng_alone(dataset):
     image, label = labeled_batch(dataset)
-    transforms = build_spatial_and_intensity_transforms(ALWAYS, (HEIGHT, WIDTH), with_label=True)
+    transforms = transforms_from_declaration(
+        declare_augmentation(ALWAYS, mirror_allowed=False, with_label=True), (HEIGHT, WIDTH), None)
     np.random.seed(99)
     expected_next = np.random.random()
     np.random.seed(99)
@@ -121,7 +126,8 @@ def test_apply_transforms_is_seeded_and_leaves_global_rng_alone(dataset):
 def test_pretext_batch_is_a_pure_function_of_its_indices(dataset):
     plan = tiny_plan()
     names = dataset.names()
-    transforms = build_spatial_and_intensity_transforms(plan.augmentation, (HEIGHT, WIDTH), with_label=False)
+    transforms = transforms_from_declaration(
+        declare_augmentation(plan.augmentation, mirror_allowed=True, with_label=False), (HEIGHT, WIDTH), None)
     batch = make_batch(dataset, names, plan, "pretext", epoch=2, iteration=5, seed=1, transforms=transforms)
     again = make_batch(dataset, names, plan, "pretext", epoch=2, iteration=5, seed=1, transforms=transforms)
     other = make_batch(dataset, names, plan, "pretext", epoch=2, iteration=6, seed=1, transforms=transforms)
@@ -150,7 +156,8 @@ def test_seg_batch_without_augmentation_is_the_stored_case(dataset):
 
 def test_seg_batch_with_augmentation_has_binary_target(dataset):
     plan = tiny_plan(augmentation=ALWAYS)
-    transforms = build_spatial_and_intensity_transforms(plan.augmentation, (HEIGHT, WIDTH), with_label=True)
+    transforms = transforms_from_declaration(
+        declare_augmentation(plan.augmentation, mirror_allowed=False, with_label=True), (HEIGHT, WIDTH), None)
     batch = make_batch(dataset, dataset.names("labeled"), plan, "seg", 0, 0, seed=3, transforms=transforms,
                        seg_task=BinaryTask())
     assert set(np.unique(batch["target"])) == {0.0, 1.0}

@@ -14,8 +14,9 @@ from scipy import ndimage
 from rbmnet.planning.plan import AugmentationConfig, Plan, apply_overrides
 from rbmnet.planning.planner import DEVICE_DATA_SHARE, MemoryBudget, planned_data_path
 from rbmnet.tasks.binary import BinaryTask
+from rbmnet.augmentation.declaration import declare_augmentation
 from rbmnet.training import batches
-from rbmnet.training.device_augmentation import draw_augmentation, gaussian_blur, intensity, warp
+from rbmnet.training.device_augmentation import draw_from_declaration, gaussian_blur, intensity, warp
 from rbmnet.training.device_batches import DeviceBatches, batch_source, choose_data_path
 from rbmnet.training.label_noise import corrupted_cases, noisy_label
 from training_factory import make_tiny_dataset
@@ -118,7 +119,8 @@ def _flags(count: int, on: bool) -> torch.Tensor:
 
 
 def _draw(count: int, **on):
-    draw = draw_augmentation(count, AugmentationConfig(), torch.Generator().manual_seed(0))
+    draw = draw_from_declaration(count, 
+        declare_augmentation(AugmentationConfig(), mirror_allowed=True, with_label=True), torch.Generator().manual_seed(0))
     for name in ("rotate", "scale", "mirror", "gamma", "brightness", "contrast", "noise", "blur"):
         setattr(draw, f"{name}_on", _flags(count, on.get(name, False)))
     return draw
@@ -206,14 +208,16 @@ def test_blur_matches_scipy_away_from_the_border():
 
 def test_each_transform_happens_with_the_plans_probability():
     config = AugmentationConfig(probability=0.3)
-    draw = draw_augmentation(4000, config, torch.Generator().manual_seed(3))
+    draw = draw_from_declaration(4000, 
+        declare_augmentation(config, mirror_allowed=True, with_label=True), torch.Generator().manual_seed(3))
     for flag in (draw.rotate_on, draw.scale_on, draw.gamma_on, draw.noise_on, draw.blur_on):
         assert abs(flag.float().mean().item() - 0.3) < 0.035
     assert abs(draw.mirror_on.float().mean().item() - 0.5) < 0.035
     assert draw.angle.abs().max() <= math.radians(config.rotation_degrees)
     assert draw.scale.min() >= 0.9 and draw.scale.max() <= 1.1
     assert 0.35 < (draw.gamma < 1).float().mean().item() < 0.65  # half below 1, half above (batchgenerators)
-    off = draw_augmentation(100, AugmentationConfig(mirror=False, rotation_degrees=0.0), torch.Generator())
+    off = draw_from_declaration(100, 
+        declare_augmentation(AugmentationConfig(mirror=False, rotation_degrees=0.0), mirror_allowed=True, with_label=True), torch.Generator())
     assert not off.mirror_on.any() and not off.rotate_on.any()
 
 
@@ -250,7 +254,6 @@ def test_batch_source_picks_the_path(tiny):
     on_device = batch_source(data, names, plan, "seg", 1, CPU, requested="device", num_workers=3,
                              seg_task=BinaryTask())
     assert isinstance(on_device.make_batch, DeviceBatches) and on_device.num_workers == 0
-    assert on_device.make_batch.resident_bytes == len(names) * 64 * 128 * 3
     in_workers = batch_source(data, names, plan, "seg", 1, CPU, requested="auto", num_workers=3,
                               seg_task=BinaryTask())
     assert in_workers.choice.path == "workers" and in_workers.num_workers == 3

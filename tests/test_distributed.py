@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ddp_rank_weights import state_digest
 from rbmnet.errors import RbmnetError
-from rbmnet.training.distributed import (RANK_DIGEST_VARIABLE, Distributed, all_reduce_sum, environment_ranks,
-                                         setup_distributed, state_digest, write_rank_digest)
+from rbmnet.model.checkpoint import load_checkpoint
+from rbmnet.training.distributed import Distributed, all_reduce_sum, environment_ranks, setup_distributed
 from rbmnet.tasks.losses import dice_bce_loss
 from training_factory import make_tiny_dataset
 
@@ -38,17 +39,15 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
         environment_ranks()
 
 
-def test_state_digest_sees_every_weight_and_buffer(tmp_path, monkeypatch):
+def test_state_digest_sees_every_weight_and_buffer():
+    """The digest the torchrun test compares ranks by (tests/ddp_rank_weights.py)."""
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     same = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     same.load_state_dict(network.state_dict())
-    assert state_digest(network) == state_digest(same)
+    assert state_digest(network.state_dict()) == state_digest(same.state_dict())
     same[1].running_mean[0] += 1e-6
-    assert state_digest(network) != state_digest(same)
-    monkeypatch.setenv(RANK_DIGEST_VARIABLE, str(tmp_path / "digests"))
-    write_rank_digest(network, 3)
-    assert (tmp_path / "digests" / "rank3.txt").read_text().strip() == state_digest(network)
+    assert state_digest(network.state_dict()) != state_digest(same.state_dict())
 
 
 def test_the_loop_deals_iterations_out_to_ranks(tmp_path):
@@ -147,31 +146,41 @@ def tiny_env(tmp_path_factory):
 
 
 def _torchrun(env: dict, digest_dir: Path, *args: str) -> str:
+    """rbmnet_train under torchrun, 2 CPU ranks; each rank's final-weights digest lands in digest_dir."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "rbmnet.cli.train", *args, "-d", "Tiny", "-np", "0"]
-    environment = {**os.environ, **env, RANK_DIGEST_VARIABLE: str(digest_dir), "OMP_NUM_THREADS": "1"}
+               str(REPO / "tests" / "ddp_rank_weights.py"), str(digest_dir), *args, "-d", "Tiny", "-np", "0"]
+    environment = {**os.environ, **env, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=environment, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
 def _digests(folder: Path) -> list[str]:
+    missing = [r for r in (0, 1) if not (folder / f"rank{r}.txt").is_file()]
+    assert not missing, f"ranks {missing} wrote no digest: does training still run loop.train? (ddp_rank_weights.py)"
     return [(folder / f"rank{r}.txt").read_text().strip() for r in (0, 1)]
 
 
 def test_torchrun_two_ranks_stay_in_sync_write_once_and_resume(tiny_env):
     """rbmnet_train seg under torchrun: 2 gloo ranks, the Dice all-reduced, 2 iterations per epoch dealt
-    out (one step per rank), then resumed by both ranks from checkpoint_latest."""
+    out (one step per rank), then resumed by both ranks from checkpoint_latest.
+
+    Both ranks end with the same weights: tests/ddp_rank_weights.py wraps the shared epoch loop from
+    outside the training code and has each rank write a digest of its final parameters and buffers
+    (rank 1 writes no checkpoint, so this is where its weights become visible). Rank 0's digest equals
+    that of the checkpoint it wrote, and after --continue the ranks agree again on weights that differ
+    from the first run's: a rank that had not loaded checkpoint_latest would disagree."""
     root, env = tiny_env
     fold = Path(env["RBMNET_RESULTS"]) / "Tiny" / "seg__resunet__scratch__frac0.2__plans" / "fold_0"
     output = _torchrun(env, root / "d1", "seg", "0", "--init", "scratch", "--epochs", "1")
     assert "x 2 ranks (gloo)" in output
     first = _digests(root / "d1")
-    assert first[0] == first[1]
+    assert first[0] == first[1] == state_digest(load_checkpoint(fold / "checkpoint_final.pt")["network"])
 
     _torchrun(env, root / "d2", "seg", "0", "--init", "scratch", "--epochs", "2", "--continue")
     resumed = _digests(root / "d2")
     assert resumed[0] == resumed[1] != first[0]  # a rank that did not load the checkpoint would differ
+    assert resumed[0] == state_digest(load_checkpoint(fold / "checkpoint_final.pt")["network"])
     assert [json.loads(line)["epoch"] for line in (fold / "training_log.jsonl").read_text().splitlines()] == [1, 2]
     assert (fold / "validation" / "summary.json").is_file()
     # one set of outputs, written by rank 0: no per-rank duplicates anywhere

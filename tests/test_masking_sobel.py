@@ -10,7 +10,7 @@ import torch
 from skimage.measure import label as connected_components
 
 from rbmnet.planning.plan import MaskingConfig
-from rbmnet.training.masking import apply_block_mask, block_mask, block_masks_torch, block_rectangles
+from rbmnet.training.masking import block_mask, block_masks_torch, block_rectangles
 from rbmnet.model.sobel import network_input, sobel_magnitude
 
 SHAPE = (96, 128)
@@ -75,15 +75,6 @@ def test_same_seed_same_mask_other_seed_other_mask():
     np.testing.assert_array_equal(first, block_mask(SHAPE, CONFIG, np.random.default_rng(7)))
     assert not np.array_equal(first, block_mask(SHAPE, CONFIG, np.random.default_rng(8)))
     assert first.dtype == bool and first.shape == SHAPE
-
-
-def test_apply_block_mask_fills_only_masked_pixels():
-    image = np.random.default_rng(0).random((1, *SHAPE), dtype=np.float32) + 0.5
-    mask = block_mask(SHAPE, CONFIG, np.random.default_rng(1))
-    masked = apply_block_mask(image, mask, fill_value=0.0)
-    assert masked.dtype == image.dtype
-    assert np.all(masked[0][mask] == 0.0)
-    np.testing.assert_array_equal(masked[0][~mask], image[0][~mask])
 
 
 def test_block_masks_torch_seeded_and_in_range():

@@ -16,7 +16,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
 from rbmnet.paths import preprocessed_root
 from rbmnet.planning.fingerprint import compute_fingerprint, load_or_compute_fingerprint
-from rbmnet.planning.plan import NetworkConfig, load_plan
+from rbmnet.planning.plan import REMOVED_KEYS, NetworkConfig, Plan, apply_overrides, load_plan
 from rbmnet.planning.planner import (GIB, MAX_BATCH, MIN_BATCH, OUTPUT_VALUES_PER_CHANNEL_PIXEL, MemoryBudget, batch_size_for, check_input_size,
                                      generate_plan, memory_budget, model_state_bytes, per_sample_bytes,
                                      plan_input_size)
@@ -171,6 +171,30 @@ def test_overrides_win_and_shape_the_derivation():
                                                                    plan.derivation["output_channels"])
     with pytest.raises(RbmnetError, match="no such plan key"):
         generate_plan(_fingerprint(), "T", budget=_budget(8), overrides={"pretext.nope": 1})
+
+
+
+def test_an_old_plan_with_removed_keys_loads_and_a_never_known_key_is_an_error(tmp_path):
+    old = Plan(dataset_name="Old").to_dict()
+    old["augmentation"]["num_workers"] = 4
+    old["network"]["input_channels"] = 2
+    write_json(tmp_path / "plans.json", old)
+    with pytest.warns(UserWarning) as caught:
+        plan = load_plan(tmp_path / "plans.json")
+    notes = sorted(str(w.message) for w in caught)
+    assert notes == [
+        "note: plans.json key augmentation.num_workers is no longer used "
+        "(the worker count is rbmnet_train -np); ignored",
+        f"note: plans.json key network.input_channels is no longer used ({REMOVED_KEYS['network.input_channels']}); "
+        "ignored"]
+    current = Plan(dataset_name="Old").to_dict()
+    assert plan.to_dict() == current
+    with pytest.raises(RbmnetError, match=r"augmentation: unknown key\(s\) nope"):
+        Plan.from_dict({**current, "augmentation": {**current["augmentation"], "nope": 1}})
+    with pytest.raises(RbmnetError, match=r"unknown key\(s\) num_workers"):  # removed only where it lived
+        Plan.from_dict({**current, "num_workers": 2})
+    with pytest.raises(RbmnetError, match=r"no longer a plan key \(the worker count is rbmnet_train -np\)"):
+        apply_overrides(plan, {"augmentation.num_workers": 2})
 
 
 # --- plan_and_preprocess: plan files -----------------------------------------------------------

@@ -20,6 +20,7 @@ from rbmnet.inference.predictor import load_ensemble, predict_folder
 from rbmnet.io.atomic import write_json
 from rbmnet.io.images import read_image, write_png
 from rbmnet.networks import build_network
+from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
 from rbmnet.planning.plan import NetworkConfig, Plan
 from rbmnet.model.checkpoint import save_checkpoint
 
@@ -37,7 +38,7 @@ def make_model_folder(dataset_dir, model_id=MODEL_ID, folds=(0, 1), dataset_name
     write_json(folder / "dataset.json", dataset_json)
     for fold in folds:
         torch.manual_seed(100 + fold)
-        network = build_network(plan.network, 1)
+        network = build_network(plan.network, 1, input_channels=NETWORK_INPUT_CHANNELS)
         with torch.no_grad():  # BatchNorm running stats != identity, so folds differ clearly at eval time
             for module in network.modules():
                 if isinstance(module, torch.nn.BatchNorm2d):

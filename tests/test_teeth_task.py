@@ -12,8 +12,9 @@ from rbmnet.planning.plan import AugmentationConfig, Plan
 from rbmnet.tasks import build_task, default_task_name
 from rbmnet.data.numbering import NUMBERINGS
 from rbmnet.tasks.teeth import ClassesTeethTask, FactorizedTeethTask
-from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
-from rbmnet.training.device_augmentation import draw_augmentation, warp
+from rbmnet.augmentation.declaration import declare_augmentation
+from rbmnet.training.augmentation import apply_transforms, transforms_from_declaration
+from rbmnet.training.device_augmentation import draw_from_declaration, warp
 
 FDI, UNIVERSAL = NUMBERINGS["FDI"], NUMBERINGS["universal"]
 FDI_PERMANENT = [10 * q + p for q in (1, 2, 3, 4) for p in range(1, 9)]
@@ -91,18 +92,23 @@ def asymmetric_label_map(task) -> np.ndarray:
     return index[label][None, None]
 
 
+def mirrored_index_map(task, index: np.ndarray) -> np.ndarray:
+    """The expected result of a left-right flip: mirrored, then relabelled for the patient's swapped sides."""
+    return task.flip_lookup[np.flip(index, axis=-1)]
+
+
 def test_worker_executor_mirrors_labels_to_contralateral_numbers():
     task = build_task(teeth_plan(), FDI_JSON)
     target = asymmetric_label_map(task)
-    transforms = build_spatial_and_intensity_transforms(MIRROR_ONLY, (16, 32), with_label=True,
-                                                        label_flip=task.flip_lookup)
+    transforms = transforms_from_declaration(
+        declare_augmentation(MIRROR_ONLY, mirror_allowed=task.flip_lookup is not None, with_label=True), (16, 32), task.flip_lookup)
     seen = set()
     for seed in range(12):
         image = np.linspace(0, 1, 16 * 32, dtype=np.float32).reshape(1, 1, 16, 32)
         out_image, out_label = apply_transforms(transforms, seed, image.copy(), target.copy())
         mirrored = not np.allclose(out_image, image)
         labels = task.index_to_labels(out_label.astype(np.uint8))[0, 0]
-        expected = task.index_to_labels(task.flip_index_map(target)[0, 0] if mirrored else target[0, 0])
+        expected = task.index_to_labels(mirrored_index_map(task, target)[0, 0] if mirrored else target[0, 0])
         assert np.array_equal(labels, expected)
         seen.add(mirrored)
         if mirrored:
@@ -113,16 +119,17 @@ def test_worker_executor_mirrors_labels_to_contralateral_numbers():
 def test_naive_flips_keep_the_numbers():
     task = build_task(teeth_plan(laterality_swap=False), FDI_JSON)
     target = asymmetric_label_map(task)
-    assert np.array_equal(task.flip_index_map(target), np.flip(target, axis=-1))
+    assert np.array_equal(mirrored_index_map(task, target), np.flip(target, axis=-1))
 
 
 def test_device_executor_mirrors_labels_to_contralateral_numbers():
     task = build_task(teeth_plan(), FDI_JSON)
     target = torch.from_numpy(asymmetric_label_map(task)).float().repeat(8, 1, 1, 1)
     image = torch.linspace(0, 1, 16 * 32).reshape(1, 1, 16, 32).repeat(8, 1, 1, 1)
-    draw = draw_augmentation(8, MIRROR_ONLY, torch.Generator().manual_seed(3))
+    draw = draw_from_declaration(8, 
+        declare_augmentation(MIRROR_ONLY, mirror_allowed=True, with_label=True), torch.Generator().manual_seed(3))
     out_image, out_target = warp(image, target, draw, torch.from_numpy(task.flip_lookup.astype(np.int64)))
-    flipped = task.flip_index_map(asymmetric_label_map(task))[0, 0]
+    flipped = mirrored_index_map(task, asymmetric_label_map(task))[0, 0]
     assert 0 < int(draw.mirror_on.sum()) < 8
     for row, mirrored in enumerate(draw.mirror_on.tolist()):
         expected = flipped if mirrored else asymmetric_label_map(task)[0, 0]
@@ -132,10 +139,11 @@ def test_device_executor_mirrors_labels_to_contralateral_numbers():
 
 def test_without_a_known_numbering_there_is_no_mirror():
     task = build_task(teeth_plan("classes"), {"labels": {"background": 0, "a": 1, "b": 2}, "tooth_numbering": None})
-    draw = draw_augmentation(64, MIRROR_ONLY, torch.Generator().manual_seed(0), mirror_allowed=task.flip_lookup is not None)
+    draw = draw_from_declaration(64, 
+        declare_augmentation(MIRROR_ONLY, mirror_allowed=task.flip_lookup is not None, with_label=True), torch.Generator().manual_seed(0))
     assert not draw.mirror_on.any()
-    transforms = build_spatial_and_intensity_transforms(MIRROR_ONLY, (16, 32), with_label=True,
-                                                        label_flip=task.flip_lookup)
+    transforms = transforms_from_declaration(
+        declare_augmentation(MIRROR_ONLY, mirror_allowed=task.flip_lookup is not None, with_label=True), (16, 32), task.flip_lookup)
     assert not any(type(t).__name__ == "LateralMirrorTransform" for t in transforms.transforms)
 
 

@@ -189,22 +189,30 @@ def test_segmentation_errors_are_one_line(tiny_env):
 
 def test_pretrained_weights_with_another_plan_are_refused(tiny_env, tmp_path):
     from rbmnet.networks import build_network
+    from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
     from rbmnet.planning.plan import NetworkConfig, Plan
     from rbmnet.model.checkpoint import save_checkpoint
     from rbmnet.training.initialisation import load_pretrained
 
     other = Plan(dataset_name="Tiny", network=NetworkConfig(features_per_stage=[4, 8, 16, 32, 64]))
-    network = build_network(other.network, 1)
+    network = build_network(other.network, 1, input_channels=NETWORK_INPUT_CHANNELS)
     optimizer = torch.optim.Adam(network.parameters())
     path = tmp_path / "other.pt"
     save_checkpoint(path, network, optimizer, 1, [], other.to_dict(), {}, {})
-    target = build_network(NetworkConfig(features_per_stage=[8, 16, 32, 64, 128]), 1)
+    target = build_network(NetworkConfig(features_per_stage=[8, 16, 32, 64, 128]), 1,
+                           input_channels=NETWORK_INPUT_CHANNELS)
     with pytest.raises(RbmnetError, match="features_per_stage"):
         load_pretrained(target, path, {**other.to_dict()["network"], "features_per_stage": [8, 16, 32, 64, 128]})
-    same = build_network(other.network, 3)  # another head size: loads everything but the head
+    # another head size: loads everything but the head
+    same = build_network(other.network, 3, input_channels=NETWORK_INPUT_CHANNELS)
     report = load_pretrained(same, path, other.to_dict()["network"])
     assert report.loaded == len([k for k in network.state_dict() if not k.startswith("head.")])
     assert set(report.skipped) == {k for k in network.state_dict() if k.startswith("head.")}
     for name, tensor in network.state_dict().items():
         if not name.startswith("head."):
             assert torch.equal(tensor, same.state_dict()[name])
+    old = other.to_dict()  # a pretext checkpoint written while network.input_channels was a plan key
+    old["network"]["input_channels"] = 2
+    save_checkpoint(path, network, optimizer, 1, [], old, {}, {})
+    with pytest.warns(UserWarning, match="network.input_channels is no longer used"):
+        assert load_pretrained(same, path, other.to_dict()["network"]).loaded == report.loaded

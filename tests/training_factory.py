@@ -10,7 +10,6 @@ TINY_PLAN = {
     "pretext.learning_rate": 0.002,
     "segmentation.batch_size": 4, "segmentation.iterations_per_epoch": 4, "segmentation.epochs": 2,
     "segmentation.learning_rate": 0.002,
-    "augmentation.num_workers": 0,
     # the synthetic set is FDI-numbered, so the planner would choose the teeth task; most training tests
     # are about the binary task and say so here (teeth tests override it)
     "segmentation.task": "binary",

@@ -2,7 +2,9 @@
 
 A cell is one `rbmnet_train seg FOLD --arch A --init I --fraction F --label-noise P`: it lives in the model
 folder that command writes (training/model_folder.py), so cells trained by hand count, and the table
-reads the same fold summaries `rbmnet_train` writes. A cell is
+reads the same fold summaries `rbmnet_train` writes. Every cell of a grid trains the one segmentation task
+the plan names (segmentation.task, numbering_head; --task sets them), and the task is part of the model id,
+so binary and teeth cells never stand in for each other. A cell is
     finished     checkpoint_final and validation/summary.json present: skipped;
     interrupted  checkpoint_latest present: resumed (--continue), which also re-does a missing validation;
     stale        finished, but on other cases than the current splits give (splits re-made): reported as a
@@ -17,7 +19,7 @@ so a grid that cannot run fails before hours of training, not in the middle.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -25,11 +27,14 @@ import click
 from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
                                         describe_changes)
 from rbmnet.errors import RbmnetError
+from rbmnet.evaluation.segmentation_metrics import METRICS
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 from rbmnet.training.label_noise import check_share
-from rbmnet.model.folder import INIT_TAGS, fold_folder_name, pretext_model_id, segmentation_model_id
+from rbmnet.layout import SPLITS_JSON, SUMMARY_JSON, TRAINING_CASES_JSON, VALIDATION_FOLDER, fold_folder_name
+from rbmnet.model.folder import INIT_TAGS, pretext_model_id, segmentation_model_id
+from rbmnet.tasks import build_task
 from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
 
 RBM_ARCHITECTURE = "resunet"  # the paper pretrains its Modified ResUNet
@@ -72,10 +77,11 @@ class Cell:
     fraction: float
     fold: int
     label_noise: float
+    task_tag: str = ""  # the task's part of the model id ('' binary, '__teeth-<head>'): tasks never share a cell
 
     def model_id(self, plans_name: str) -> str:
         return segmentation_model_id(self.model.architecture, self.model.init_tag, self.fraction, plans_name,
-                                     self.label_noise)
+                                     self.label_noise, task_tag=self.task_tag)
 
     def describe(self) -> str:
         noise = f", label noise {self.label_noise:g}" if self.label_noise else ""
@@ -95,10 +101,17 @@ class GridSpec:
     device: str = "auto"
     num_workers: int = 2
     retrain_changed: bool = False  # retrain cells (and the pretext model) trained under other settings
+    # the segmentation task of every cell (with_task fills these from the plan with the overrides)
+    task: str = "binary"
+    task_tag: str = ""
+    metrics: tuple[str, ...] = METRICS  # what the fold summaries give and the table shows, in order
+
+    def cell(self, model: ModelSpec, fraction: float, fold: int, label_noise: float) -> Cell:
+        return Cell(model, fraction, fold, label_noise, self.task_tag)
 
     def cells(self) -> list[Cell]:
         # fold-major: after the first fold every model and fraction has a number in the table
-        return [Cell(model, fraction, fold, noise) for fold in self.folds for noise in self.label_noises
+        return [self.cell(model, fraction, fold, noise) for fold in self.folds for noise in self.label_noises
                 for fraction in self.fractions for model in self.models]
 
 
@@ -126,7 +139,7 @@ def cell_state(folder: Path, expected_validation: list[str] | None = None, curre
     """The cell's state (module docstring). `current_plan`: the plan this run would train the cell with
     (None: settings are not compared); `pretext_final`: the pretext checkpoint an RBM cell starts from."""
     final, latest = folder / FINAL, folder / LATEST
-    finished = final.is_file() and (folder / "validation" / "summary.json").is_file()
+    finished = final.is_file() and (folder / VALIDATION_FOLDER / SUMMARY_JSON).is_file()
     checkpoint = final if finished else latest if latest.is_file() else None
     if checkpoint is None:
         return CellState("new")
@@ -137,7 +150,7 @@ def cell_state(folder: Path, expected_validation: list[str] | None = None, curre
             changes.append(f"the pretext model {pretext_final.parent.name} was trained again after this cell")
         if changes:
             return CellState("changed", describe_changes(changes))
-    recorded = folder / "training_cases.json"
+    recorded = folder / TRAINING_CASES_JSON
     if finished and expected_validation is not None and recorded.is_file():
         if sorted(read_json(recorded).get("validation_cases", [])) != sorted(expected_validation):
             return CellState("stale", "trained on other validation cases than the splits now give "
@@ -170,7 +183,7 @@ def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
         check_share(noise)
     problems, too_large = [], []
     first = inputs[spec.fractions[0]]
-    splits_path = first.preprocessed_dir / "splits_final.json"
+    splits_path = first.preprocessed_dir / SPLITS_JSON
     labeled = first.data.names("labeled")
     for fold in spec.folds:
         try:
@@ -302,6 +315,21 @@ def one_line(exc: BaseException) -> str:
     return message if isinstance(exc, RbmnetError) else f"{type(exc).__name__}: {message}"
 
 
-def segmentation_overrides(epochs: int | None, lr: float | None, batch_size: int | None, extra: dict) -> dict:
-    """The named flags are shorthands for segmentation plan keys, as in rbmnet_train seg."""
-    return cli_overrides(epochs, lr, batch_size, None, "segmentation", extra)
+def segmentation_overrides(epochs: int | None, lr: float | None, batch_size: int | None, extra: dict,
+                           task: str | None = None, numbering_head: str | None = None) -> dict:
+    """The named flags are shorthands for segmentation plan keys, as in rbmnet_train seg; --task and
+    --numbering-head set segmentation.task / segmentation.numbering_head (None: the plan's)."""
+    overrides = cli_overrides(epochs, lr, batch_size, None, "segmentation", extra)
+    for key, value in (("segmentation.task", task), ("segmentation.numbering_head", numbering_head)):
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def with_task(spec: GridSpec, inputs: dict[float, StageInputs]) -> GridSpec:
+    """The spec with the task every cell trains (the plan's segmentation.task and numbering_head with the
+    overrides): its model-id tag and metrics. An unknown task, or a dataset the task cannot serve, fails
+    here, before any training. `inputs`: stage_inputs_per_fraction(spec)."""
+    first = inputs[spec.fractions[0]]
+    task = build_task(first.plan, first.dataset_json)
+    return replace(spec, task=task.name, task_tag=task.model_id_tag, metrics=tuple(task.metric_names))

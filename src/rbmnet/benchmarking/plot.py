@@ -1,5 +1,7 @@
 """dice_vs_fraction.png: Dice against the training fraction, one line per model, error bars = std over folds.
 
+The Dice is the task's first metric: `dice` for the binary task, `tooth_dice` for numbered teeth.
+
 With several label-noise levels there is one panel per level, sharing the Dice axis, so the drop a
 model suffers from wrong masks reads across panels.
 """
@@ -12,10 +14,12 @@ import pandas as pd
 from rbmnet.io.atomic import atomic_path
 
 PLOT_NAME = "dice_vs_fraction.png"
+AXIS_LABELS = {"dice": "Dice", "tooth_dice": "tooth Dice"}
 
 
-def plot_dice_vs_fraction(results: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """`results` as table.collect_results returns it; cells without folds are left out."""
+def plot_dice_vs_fraction(results: pd.DataFrame, path: Path, title: str = "", metric: str = "dice") -> Path:
+    """`results` as table.collect_results returns it; cells without folds are left out. `metric`: the
+    column pair <metric>_mean / <metric>_std plotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,13 +33,13 @@ def plot_dice_vs_fraction(results: pd.DataFrame, path: Path, title: str = "") ->
         at_noise = results[(results["label_noise"] == noise) & (results["num_folds"] > 0)]
         for model, rows in at_noise.groupby("model", sort=False):
             rows = rows.sort_values("fraction")
-            axis.errorbar(rows["fraction"], rows["dice_mean"], yerr=rows["dice_std"], marker="o", capsize=3,
-                          label=model, color=colours[model])
+            axis.errorbar(rows["fraction"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"], marker="o",
+                          capsize=3, label=model, color=colours[model])
         axis.set_xticks(sorted(results["fraction"].unique()))
         axis.set_xlabel("training fraction")
         axis.set_title(f"label noise {noise:g}" if len(noises) > 1 or noise else "clean labels", fontsize=10)
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("Dice (mean ± std over folds)")
+    axes[0][0].set_ylabel(f"{AXIS_LABELS.get(metric, metric)} (mean ± std over folds)")
     if axes[0][-1].get_legend_handles_labels()[0]:  # no finished cell: nothing to name
         axes[0][-1].legend(fontsize=8, loc="lower right")
     if title:

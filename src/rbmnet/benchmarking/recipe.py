@@ -3,20 +3,21 @@
 A finished cell is reused only when the plan in its checkpoint matches, in these keys, the plan this
 benchmark run would train it with; otherwise `rbmnet_benchmark --epochs 50` after a 5-epoch grid would
 print the 5-epoch numbers under the new heading. Keys that only decide where or how fast batches are
-made (worker count, data path) are left out: they do not change the numbers.
+made (the data path) are left out: they do not change the numbers; so are keys no longer in the plan.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
+from rbmnet.planning.plan import REMOVED_KEYS
 from rbmnet.planning.planner import flatten_plan
 from rbmnet.model.checkpoint import read_checkpoint_plan
 
 SEGMENTATION_SECTIONS = ("input_size", "normalization", "network", "segmentation", "augmentation", "seed")
 PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretext", "augmentation", "seed")
 RBM_SECTIONS = SEGMENTATION_SECTIONS + ("masking", "pretext")  # an RBM cell is also the pretext recipe
-RUNTIME_ONLY = {"augmentation.num_workers", "augmentation.data_path"}
+RUNTIME_ONLY = {"augmentation.data_path", *REMOVED_KEYS}  # removed keys: an older checkpoint's plan may hold them
 MAX_LISTED = 4  # differences named in one message
 
 

@@ -5,8 +5,11 @@ std over folds of each fold's mean metric, exactly as evaluation/reports.crossva
 them for crossval_summary.json (over the folds asked for, which may be fewer than the folder holds).
 
 benchmark.csv: one row per (model, fraction, label noise): the model id, the folds found, for every
-metric its mean and std over folds, and the mean training wall time of a fold. benchmark.md: one Markdown table per label-noise level,
-rows = models, columns = fractions, cells "Dice / Jaccard / precision / recall" as mean±std.
+metric of the task its mean and std over folds (`<metric>_mean`, `<metric>_std`), and the mean training
+wall time of a fold. benchmark.md: one Markdown table per label-noise level, rows = models, columns =
+fractions, cells the task's metrics as mean±std: "Dice / Jaccard / precision / recall" for the binary
+task (the paper's cell), "tooth_dice / identification_accuracy / wrong_side_rate / binary_dice" for
+numbered teeth (tasks/: metric_names). The first metric is the one the noise table and the plot show.
 """
 from __future__ import annotations
 
@@ -16,13 +19,15 @@ import pandas as pd
 
 from rbmnet.benchmarking.grid import Cell, GridSpec, cell_folder
 from rbmnet.evaluation.reports import crossval_summary
-from rbmnet.evaluation.segmentation_metrics import METRICS
 from rbmnet.io.atomic import atomic_path, read_json, write_text
+from rbmnet.layout import SUMMARY_JSON, VALIDATION_FOLDER
 from rbmnet.training.progress import TrainingLog
 
 CSV_NAME = "benchmark.csv"
 MARKDOWN_NAME = "benchmark.md"
 TABLE_METRICS = ("dice", "jaccard", "precision", "recall")  # the paper's cell, in its order
+# the binary metrics as the paper writes them; other tasks' metrics by their summary names
+METRIC_LABELS = {"dice": "Dice", "jaccard": "Jaccard", "precision": "precision", "recall": "recall"}
 MISSING = "–"
 
 
@@ -35,19 +40,19 @@ def collect_results(spec: GridSpec, left_out: frozenset[Cell] = frozenset()) -> 
             for fraction in spec.fractions:
                 summaries, seconds = {}, []
                 for fold in spec.folds:
-                    cell = Cell(model, fraction, fold, noise)
+                    cell = spec.cell(model, fraction, fold, noise)
                     folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
-                    if (folder / "validation" / "summary.json").is_file() and cell not in left_out:
-                        summaries[fold] = read_json(folder / "validation" / "summary.json")
+                    if (folder / VALIDATION_FOLDER / SUMMARY_JSON).is_file() and cell not in left_out:
+                        summaries[fold] = read_json(folder / VALIDATION_FOLDER / SUMMARY_JSON)
                         seconds.append(training_seconds(folder))
-                cell = Cell(model, fraction, spec.folds[0], noise)
+                cell = spec.cell(model, fraction, spec.folds[0], noise)
                 row = {"model": model.name, "architecture": model.architecture, "initialisation": model.init,
                        "fraction": fraction, "label_noise": noise, "num_folds": len(summaries),
                        "folds": ";".join(str(f) for f in sorted(summaries)),
                        "model_id": cell.model_id(spec.plans_name),
                        "train_seconds_mean": sum(seconds) / len(seconds) if seconds and None not in seconds else None}
-                result = crossval_summary(summaries) if summaries else None
-                for metric in METRICS:
+                result = crossval_summary(summaries, spec.metrics) if summaries else None
+                for metric in spec.metrics:
                     row[f"{metric}_mean"] = result["mean"][metric] if result else None
                     row[f"{metric}_std"] = result["std"][metric] if result else None
                 rows.append(row)
@@ -69,21 +74,36 @@ def result_row(results: pd.DataFrame, model: str, fraction: float, noise: float)
                    & (results["label_noise"] == noise)].iloc[0]
 
 
-def format_cell(row: pd.Series, folds_asked: int) -> str:
+def format_cell(row: pd.Series, folds_asked: int, metrics: tuple[str, ...] = TABLE_METRICS) -> str:
     if row["num_folds"] == 0:
         return MISSING
     parts = []
-    for metric in TABLE_METRICS:
+    for metric in metrics:
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         parts.append(_number(mean) + (f"±{_number(std)}" if row["num_folds"] > 1 else ""))
     text = " / ".join(parts)
     return text if row["num_folds"] == folds_asked else f"{text} (n={row['num_folds']})"
 
 
+def metrics_label(spec: GridSpec) -> str:
+    """How the Markdown names the metrics of a cell, in order."""
+    return " / ".join(METRIC_LABELS.get(metric, metric) for metric in spec.metrics)
+
+
+def primary_metric(spec: GridSpec) -> str:
+    """The metric the noise table and the plot show: Dice (binary), tooth Dice (numbered teeth)."""
+    return spec.metrics[0]
+
+
+def task_suffix(spec: GridSpec) -> str:
+    """', task teeth (teeth-factorized)' for titles; '' for the binary task (titles as before tasks existed)."""
+    return "" if spec.task == "binary" else f", task {spec.task} ({spec.task_tag.removeprefix('__')})"
+
+
 def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0) -> str:
     folds = ", ".join(str(f) for f in spec.folds)
-    lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name})", "",
-             f"Dice / Jaccard / precision / recall on each fold's validation cases; "
+    lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name}{task_suffix(spec)})", "",
+             f"{metrics_label(spec)} on each fold's validation cases; "
              + (f"mean±std over folds {folds} (population std of the fold means)."
                 if len(spec.folds) > 1 else f"fold {folds} only (no std).")
              + " Columns: training fraction. (n=k): only k folds finished."
@@ -100,7 +120,8 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0)
         for model in spec.models:
             cells = []
             for fraction in spec.fractions:
-                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds)))
+                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds),
+                                         spec.metrics))
             lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(spec.label_noises) > 1:
@@ -109,10 +130,12 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0)
 
 
 def noise_table(results: pd.DataFrame, spec: GridSpec) -> list[str]:
-    """Dice only, one column per (fraction, noise level): how much each model loses to wrong masks."""
+    """The primary metric only, one column per (fraction, noise level): how much each model loses to wrong masks."""
     columns = [(fraction, noise) for fraction in spec.fractions for noise in spec.label_noises]
-    lines = ["### Dice by label noise", "",
-             "Mean Dice (as above) with the share of corrupted training masks as columns; "
+    metric = primary_metric(spec)
+    name = METRIC_LABELS.get(metric, metric)
+    lines = [f"### {name} by label noise", "",
+             f"Mean {name} (as above) with the share of corrupted training masks as columns; "
              "the evaluation masks are always clean.", "",
              "| model | " + " | ".join(f"{f:g} @ noise {p:g}" for f, p in columns) + " |",
              "|---|" + "---|" * len(columns)]
@@ -120,7 +143,7 @@ def noise_table(results: pd.DataFrame, spec: GridSpec) -> list[str]:
         cells = []
         for fraction, noise in columns:
             row = result_row(results, model.name, fraction, noise)
-            cells.append(MISSING if row["num_folds"] == 0 else _number(row["dice_mean"]))
+            cells.append(MISSING if row["num_folds"] == 0 else _number(row[f"{metric}_mean"]))
         lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
     return lines + [""]
 

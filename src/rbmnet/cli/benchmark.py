@@ -1,5 +1,8 @@
 """`rbmnet_benchmark -d NAME`: train every (model, fraction, fold[, label noise]) cell that is missing,
-then write the Table-2-like comparison (benchmark.md, benchmark.csv) and dice_vs_fraction.png."""
+then write the Table-2-like comparison (benchmark.md, benchmark.csv) and dice_vs_fraction.png.
+
+`--task teeth` (default: the plan's segmentation.task) trains every cell on numbered teeth with the
+plan's or --numbering-head's head; the table then shows the task's metrics (tooth Dice first)."""
 from __future__ import annotations
 
 import sys
@@ -42,6 +45,12 @@ def parse_list(text: str, kind, option: str) -> list:
               help="Training fractions (columns of the table); 0.9 needs 10 folds "
                    "(rbmnet_plan_and_preprocess --num-folds 10 --overwrite-splits).")
 @click.option("--folds", default=DEFAULT_FOLDS, show_default=True, help="Folds to train and average over.")
+@click.option("--task", type=click.Choice(["binary", "teeth"]), default=None,
+              help="Segmentation task of every cell: binary (tooth vs background) or teeth (each tooth with its "
+                   "number; the table shows tooth Dice, identification accuracy, wrong-side rate, binary Dice). "
+                   "Default: the plan's segmentation.task.")
+@click.option("--numbering-head", "numbering_head", type=click.Choice(["factorized", "classes"]), default=None,
+              help="--task teeth: the numbering head (default: the plan's segmentation.numbering_head).")
 @click.option("--label-noise", "label_noise", default="0", show_default=True, metavar="P[,P...]",
               help="Shares of training masks to corrupt (e.g. 0,0.2,0.5); one table section per level.")
 @click.option("--epochs", type=int, default=None, help="Segmentation epochs (pretext: --set pretext.epochs=N).")
@@ -58,8 +67,8 @@ def parse_list(text: str, kind, option: str) -> list:
               help="Train again the cells (and the pretext model) that were trained under other settings than "
                    "this run asks for; without it they are reported as failures and left as they are.")
 @friendly_errors
-def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs, lr, batch_size, device,
-         num_workers, overrides, output, table_only, retrain_changed):
+def main(dataset, plans_name, archs, rbm, fractions, folds, task, numbering_head, label_noise, epochs, lr,
+         batch_size, device, num_workers, overrides, output, table_only, retrain_changed):
     """Compare U-Net, PSPNet, LinkNet, Modified ResUNet and RBM + Modified ResUNet over training fractions.
 
     Finished cells are skipped, interrupted ones resumed, so the command can be re-run after an
@@ -71,9 +80,9 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
     from pathlib import Path
 
     from rbmnet.benchmarking.grid import (GridSpec, grid_states, run_grid, segmentation_overrides, select_models,
-                                          stage_inputs_per_fraction)
+                                          stage_inputs_per_fraction, with_task)
     from rbmnet.benchmarking.plot import PLOT_NAME, plot_dice_vs_fraction
-    from rbmnet.benchmarking.table import collect_results, write_tables
+    from rbmnet.benchmarking.table import collect_results, primary_metric, task_suffix, write_tables
     from rbmnet.paths import resolve_dataset_name, results_dataset_dir
 
     started = time.perf_counter()
@@ -89,10 +98,14 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
                     models=select_models(parse_list(archs, str, "--archs"), rbm),
                     fractions=fraction_values, folds=parse_list(folds, int, "--folds"),
                     label_noises=parse_list(label_noise, float, "--label-noise"),
-                    overrides=segmentation_overrides(epochs, lr, batch_size, extra),
+                    overrides=segmentation_overrides(epochs, lr, batch_size, extra, task, numbering_head),
                     pretext_overrides=extra, device=device, num_workers=num_workers,
                     retrain_changed=retrain_changed)
     inputs = stage_inputs_per_fraction(spec)
+    spec = with_task(spec, inputs)
+    if numbering_head is not None and spec.task != "teeth":
+        raise RbmnetError(f"--numbering-head applies to the teeth task; this grid trains task {spec.task} "
+                          f"(pass --task teeth)")
     outcome = None
     if not table_only:
         outcome = run_grid(spec, inputs)
@@ -101,7 +114,9 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, label_noise, epochs,
     left_out = frozenset(cell for cell, state in states.items() if state.name in ("stale", "changed"))
     results = collect_results(spec, left_out)
     csv_path, markdown_path, markdown = write_tables(results, spec, output_dir, len(left_out))
-    plot_path = plot_dice_vs_fraction(results, output_dir / PLOT_NAME, title=f"{name} (plan {plans_name})")
+    plot_path = plot_dice_vs_fraction(results, output_dir / PLOT_NAME,
+                                      title=f"{name} (plan {plans_name}{task_suffix(spec)})",
+                                      metric=primary_metric(spec))
     click.echo("\n" + markdown)
     click.echo(f"wrote {markdown_path}, {csv_path}, {plot_path}")
     if outcome is not None:

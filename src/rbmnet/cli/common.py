@@ -8,6 +8,7 @@ import sys
 import click
 
 from rbmnet.errors import RbmnetError
+from rbmnet.layout import DEFAULT_PLANS_NAME
 from rbmnet.planning.plan import parse_override
 
 EXIT_BAD_INPUT = 2
@@ -37,7 +38,7 @@ dataset_option = click.option(
     help="Dataset name in the raw root; may be omitted when only one dataset exists.")
 
 plans_option = click.option(
-    "-p", "--plans", "plans_name", default="plans", show_default=True,
+    "-p", "--plans", "plans_name", default=DEFAULT_PLANS_NAME, show_default=True,
     help="Name of the plan (plans.json is 'plans'); lets several plans of one dataset coexist.")
 
 set_option = click.option(

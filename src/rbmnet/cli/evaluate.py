@@ -1,9 +1,25 @@
-"""rbmnet_evaluate: Dice, Jaccard, precision, recall of a folder of predicted masks against references.
+"""rbmnet_evaluate: a folder of predictions against references, as binary masks or as numbered teeth.
 
-Cases are matched by file name without suffix (any of png, jpg, bmp, tif on either side). By default
-the task is binary: any value > 0 is foreground on both sides, so label maps and 0/255 masks compare
-directly. With --labels 1,2,... each label is its own binary mask and summary.json gets per-label
-statistics.
+Cases are matched by file name without suffix (any of png, jpg, bmp, tif on either side). What is
+scored follows from the files (docs/metrics.md):
+
+- both folders binary masks (every file's values within {0, 255} or within {0, 1}): Dice, Jaccard,
+  precision, recall of tooth vs background (value > 0), so 0/1 and 0/255 masks compare directly;
+- both folders numbered tooth label maps (some file holds other values): the numbered-teeth metrics
+  (evaluation/numbering_metrics.py) with the numbering of --numbering, else the one the reference
+  values show (conversion.writer.detect_tooth_numbering); the report adds per_tooth.csv and
+  dental_chart.png (--chart-per-case: dental_charts/<case>.png too);
+- one side numbered and the other binary: an error; --binary scores both as tooth vs background.
+
+A folder whose files are all empty (only 0) takes the other folder's kind. Each side's kind is
+decided on the whole folder (its cases that have a counterpart). --binary forces the binary scoring
+on any inputs; with --labels 1,2,... each label is its own binary mask and summary.json gets
+per-label statistics.
+
+Every metric depends only on how many pixels carry each (predicted value, reference value) pair, so
+each case is read once and kept as that joint histogram: the kinds, the numbering and the scores all
+come from it. Files this command writes into an output folder (dental_chart.png, dental_charts/)
+are never taken for cases.
 
 Cases present on one side only are not scored; they are listed in summary.json
 ("missing_predictions", "missing_references") and named in a warning line, and the exit code stays 0
@@ -12,21 +28,42 @@ differs from its reference is an error (exit 2).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 from tqdm import tqdm
 
 from rbmnet.cli.common import friendly_errors
+from rbmnet.conversion.writer import detect_tooth_numbering
+from rbmnet.data.numbering import NUMBERINGS, ToothNumbering
 from rbmnet.errors import RbmnetError
+from rbmnet.evaluation.numbering_metrics import TEETH_METRICS, teeth_case_metrics
 from rbmnet.evaluation.reports import SUMMARY_JSON, format_table, statistics_rows, write_segmentation_summary
 from rbmnet.evaluation.segmentation_metrics import METRICS, case_metrics, case_metrics_multiclass
+from rbmnet.evaluation.teeth_reports import CHART_PNG, write_teeth_summary
 from rbmnet.io.images import case_name, is_image_file, read_label
+
+BINARY_VALUE_SETS = ({0, 255}, {0, 1})  # a file whose values lie within one of these is a binary mask
+OWN_OUTPUTS = {CHART_PNG}  # image files this command writes beside summary.json (folders are never cases)
+BINARY, TEETH = "binary", "numbered teeth"
 
 
 def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, output_dir: str | Path | None = None,
-                     labels: list[int] | None = None, strict: bool = False) -> dict:
-    """Score every case found in both folders; write summary.json/.csv to output_dir (default prediction_dir)."""
+                     labels: list[int] | None = None, strict: bool = False, binary: bool = False,
+                     numbering: str | None = None, case_charts: bool = False) -> dict:
+    """Score every case found in both folders; write summary.json/.csv to output_dir (default prediction_dir).
+
+    Binary or numbered-teeth evaluation as the module docstring says (`binary` or `labels`: binary
+    whatever the files hold); `numbering` (FDI or universal) overrides the detected one. The summary's
+    "evaluation" names which was done.
+    """
+    if (binary or labels) and (numbering or case_charts):
+        raise RbmnetError(f"--numbering and --chart-per-case apply to numbered teeth, not to "
+                          f"{'--binary' if binary else '--labels'}")
+    if numbering is not None:
+        numbering = _numbering_name(numbering)
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
     references = _cases(reference_dir, "reference")
     predictions = _cases(prediction_dir, "prediction")
@@ -38,18 +75,116 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, outp
     if strict and (missing_predictions or missing_references):
         raise RbmnetError(f"cases on one side only: {_listing(missing_predictions + missing_references)} "
                           f"(without --strict they are listed and skipped)")
-    per_case = []
-    for case in tqdm(common, desc="evaluating", unit="case", disable=None):
-        per_case.extend(_score_case(case, predictions[case], references[case], labels))
+    pixels = {case: _read_case(case, predictions[case], references[case])
+              for case in tqdm(common, desc="evaluating", unit="case", disable=None)}
+    kind = BINARY if binary or labels else _evaluation_kind(pixels, references, predictions,
+                                                           reference_dir, prediction_dir)
+    if kind == BINARY and (numbering or case_charts):
+        raise RbmnetError("--numbering and --chart-per-case apply to numbered tooth label maps, but both folders "
+                          "hold binary masks (values 0/1 or 0/255)")
     extra = {
         "reference_dir": str(reference_dir.absolute()),
         "prediction_dir": str(prediction_dir.absolute()),
-        "foreground": "value > 0" if labels is None else f"each of labels {labels}",
+        "evaluation": kind,
+        **({"foreground": "value > 0" if labels is None else f"each of labels {labels}"} if kind == BINARY else {}),
         "missing_predictions": missing_predictions,
         "missing_references": missing_references,
     }
     output_dir = prediction_dir if output_dir is None else Path(output_dir)
+    if kind == TEETH:
+        return _evaluate_teeth(pixels, numbering, extra, output_dir, case_charts)
+    per_case = []
+    for case, case_pixels in pixels.items():
+        per_case.extend(_score_case(case, case_pixels, labels))
     return write_segmentation_summary(output_dir, per_case, extra)
+
+
+@dataclass(frozen=True)
+class CasePixels:
+    """One case as the number of pixels carrying each (predicted value, reference value) pair."""
+    prediction_values: np.ndarray  # the pairs present, and how many pixels each
+    reference_values: np.ndarray
+    counts: np.ndarray
+
+    def values(self, side: str) -> set[int]:
+        values = self.prediction_values if side == "prediction" else self.reference_values
+        return {int(v) for v in np.unique(values)}
+
+    def label_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction, reference) as 1-D maps with exactly these pairs (pixel order does not matter)."""
+        return np.repeat(self.prediction_values, self.counts), np.repeat(self.reference_values, self.counts)
+
+
+def _read_case(case: str, prediction_path: Path, reference_path: Path) -> CasePixels:
+    prediction, reference = read_label(prediction_path), read_label(reference_path)
+    if prediction.shape != reference.shape:
+        raise RbmnetError(f"case '{case}': prediction {prediction_path.name} is {prediction.shape[1]}x"
+                          f"{prediction.shape[0]} but reference {reference_path.name} is "
+                          f"{reference.shape[1]}x{reference.shape[0]} (width x height)")
+    pairs = np.bincount((prediction.astype(np.int64) * 256 + reference).ravel(), minlength=256 * 256)
+    present = np.flatnonzero(pairs)
+    return CasePixels((present // 256).astype(np.uint8), (present % 256).astype(np.uint8), pairs[present])
+
+
+def _folder_kind(values_by_case: dict[str, set[int]]) -> tuple[str | None, str | None]:
+    """(binary, numbered or None when every file is empty; the first case showing numbered values)."""
+    for case, values in values_by_case.items():
+        if not any(values <= allowed for allowed in BINARY_VALUE_SETS):
+            return TEETH, case
+    return (BINARY if any(values - {0} for values in values_by_case.values()) else None), None
+
+
+def _evaluation_kind(pixels: dict[str, CasePixels], references: dict[str, Path], predictions: dict[str, Path],
+                     reference_dir: Path, prediction_dir: Path) -> str:
+    sides = {}
+    for side, files, folder in (("reference", references, reference_dir),
+                                ("prediction", predictions, prediction_dir)):
+        values = {case: case_pixels.values(side) for case, case_pixels in pixels.items()}
+        kind, example = _folder_kind(values)
+        shown = f" (e.g. {files[example].name} holds {sorted(values[example] - {0})[:6]})" if example else ""
+        sides[side] = kind, f"{side}s in {folder} are " + ("numbered tooth label maps" + shown if kind == TEETH
+                                                           else "binary masks (values 0/1 or 0/255)")
+    kinds = {kind for kind, _ in sides.values()}
+    if kinds == {BINARY, TEETH}:
+        raise RbmnetError(f"{sides['reference'][1]} but {sides['prediction'][1]}: pass --binary to score both "
+                          f"as tooth vs background (value > 0)")
+    return TEETH if TEETH in kinds else BINARY
+
+
+def _numbering_name(text: str) -> str:
+    by_lower = {name.lower(): name for name in NUMBERINGS}
+    if text.lower() not in by_lower:
+        raise RbmnetError(f"--numbering '{text}' is unknown (known: {', '.join(NUMBERINGS)})")
+    return by_lower[text.lower()]
+
+
+def _evaluate_teeth(pixels: dict[str, CasePixels], numbering: str | None, extra: dict, output_dir: Path,
+                    case_charts: bool) -> dict:
+    reference_values = set().union(*(case_pixels.values("reference") for case_pixels in pixels.values()))
+    source = "--numbering"
+    if numbering is None:
+        numbering, source = detect_tooth_numbering(reference_values), "detected from the reference values"
+        if numbering is None:
+            shown = sorted(reference_values - {0})
+            raise RbmnetError(f"cannot tell the tooth numbering of the reference values {shown[:12]}"
+                              f"{' ...' if len(shown) > 12 else ''}: pass --numbering FDI or --numbering universal")
+    tooth_numbering = NUMBERINGS[numbering]
+    _check_reference_numbers(pixels, tooth_numbering, source)
+    per_case = [{"case": case, **teeth_case_metrics(*case_pixels.label_maps(), tooth_numbering)}
+                for case, case_pixels in pixels.items()]
+    extra.update({"numbering": numbering, "numbering_source": source})
+    return write_teeth_summary(output_dir, per_case, extra, tooth_numbering, chart_path=output_dir / CHART_PNG,
+                               case_charts=case_charts)
+
+
+def _check_reference_numbers(pixels: dict[str, CasePixels], numbering: ToothNumbering, source: str) -> None:
+    valid = set(numbering.numbers())
+    for case, case_pixels in pixels.items():
+        invalid = sorted(case_pixels.values("reference") - valid - {0})
+        if invalid:
+            raise RbmnetError(f"case '{case}': reference value(s) {invalid[:8]} are not {numbering.name} tooth "
+                              f"numbers (numbering {source}); pass --numbering, or --binary to score tooth vs "
+                              f"background")
 
 
 def _cases(folder: Path, side: str) -> dict[str, Path]:
@@ -57,7 +192,7 @@ def _cases(folder: Path, side: str) -> dict[str, Path]:
         raise RbmnetError(f"{side} folder {folder} does not exist")
     cases: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or not is_image_file(path):
+        if not path.is_file() or path.name.startswith(".") or not is_image_file(path) or path.name in OWN_OUTPUTS:
             continue
         name = case_name(path)
         if name in cases:
@@ -68,12 +203,8 @@ def _cases(folder: Path, side: str) -> dict[str, Path]:
     return cases
 
 
-def _score_case(case: str, prediction_path: Path, reference_path: Path, labels: list[int] | None) -> list[dict]:
-    prediction, reference = read_label(prediction_path), read_label(reference_path)
-    if prediction.shape != reference.shape:
-        raise RbmnetError(f"case '{case}': prediction {prediction_path.name} is {prediction.shape[1]}x"
-                          f"{prediction.shape[0]} but reference {reference_path.name} is "
-                          f"{reference.shape[1]}x{reference.shape[0]} (width x height)")
+def _score_case(case: str, pixels: CasePixels, labels: list[int] | None) -> list[dict]:
+    prediction, reference = pixels.label_maps()
     if labels is None:
         return [{"case": case, **case_metrics(prediction > 0, reference > 0)}]
     by_label = case_metrics_multiclass(prediction, reference, labels)
@@ -106,20 +237,40 @@ def _listing(names: list[str], shown: int = 10) -> str:
               help="Where summary.json and summary.csv go (default: the prediction folder).")
 @click.option("--labels", "labels_text", default=None, metavar="1,2,...",
               help="Score each label separately instead of foreground (> 0) vs background.")
+@click.option("--binary", is_flag=True,
+              help="Score tooth vs background (value > 0) whatever the files hold, numbered label maps included.")
+@click.option("--numbering", default=None, type=click.Choice(list(NUMBERINGS), case_sensitive=False),
+              help="Tooth numbering of numbered label maps (default: detected from the reference values).")
+@click.option("--chart-per-case", "case_charts", is_flag=True,
+              help="Numbered teeth: also a dental chart per case in dental_charts/.")
 @click.option("--strict", is_flag=True, help="Fail when a case has no prediction or no reference.")
 @friendly_errors
 def main(reference_dir: Path, prediction_dir: Path, output_dir: Path | None, labels_text: str | None,
-         strict: bool) -> None:
-    """Dice, Jaccard, precision and recall of predicted masks against reference masks."""
+         binary: bool, numbering: str | None, case_charts: bool, strict: bool) -> None:
+    """Score predictions against references: Dice, Jaccard, precision and recall of binary masks, or the
+    numbered-teeth metrics (tooth Dice, identification accuracy, wrong side) of tooth label maps."""
     labels = _parse_labels(labels_text)
-    summary = evaluate_folders(reference_dir, prediction_dir, output_dir, labels=labels, strict=strict)
-    click.echo(f"{summary['num_cases']} cases" + (f", labels {labels}" if labels else ""))
-    click.echo(format_table(statistics_rows(summary), ["statistic", *METRICS]))
+    summary = evaluate_folders(reference_dir, prediction_dir, output_dir, labels=labels, strict=strict,
+                               binary=binary, numbering=numbering, case_charts=case_charts)
+    written = [SUMMARY_JSON]
+    if summary["evaluation"] == TEETH:
+        click.echo(f"{summary['num_cases']} cases, numbered teeth ({summary['numbering']}, "
+                   f"{summary['numbering_source']})")
+        click.echo(format_table(statistics_rows(summary, TEETH_METRICS), ["statistic", *TEETH_METRICS]))
+        sums = summary["sums"]
+        click.echo(f"pooled identification accuracy {summary['pooled_identification_accuracy']:.4f}; summed over "
+                   f"cases: {sums['missed']} missed, {sums['extra']} extra, {sums['wrong_side']} on the wrong "
+                   f"side (of {sums['reference_teeth']} reference teeth)")
+        written.append(CHART_PNG)
+    else:
+        click.echo(f"{summary['num_cases']} cases" + (f", labels {labels}" if labels else ""))
+        click.echo(format_table(statistics_rows(summary), ["statistic", *METRICS]))
     for key, side in (("missing_predictions", "reference cases without a prediction"),
                       ("missing_references", "predicted cases without a reference")):
         if summary[key]:
             click.echo(f"warning: {len(summary[key])} {side}, not scored: {_listing(summary[key])}", err=True)
-    click.echo(f"wrote {Path(output_dir or prediction_dir) / SUMMARY_JSON}")
+    folder = Path(output_dir or prediction_dir)
+    click.echo("wrote " + ", ".join(str(folder / name) for name in written))
 
 
 if __name__ == "__main__":

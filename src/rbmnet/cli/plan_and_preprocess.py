@@ -15,6 +15,7 @@ import click
 from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
 from rbmnet.data.checks import inventory_dataset
 from rbmnet.io.atomic import atomic_path
+from rbmnet.layout import DATASET_JSON, DEFAULT_PLANS_NAME, FINGERPRINT_JSON, SPLITS_JSON, plans_file_name
 from rbmnet.paths import preprocessed_dataset_dir
 from rbmnet.planning.fingerprint import load_or_compute_fingerprint
 from rbmnet.planning.plan import Plan, apply_overrides, load_plan, save_plan
@@ -24,11 +25,8 @@ from rbmnet.planning.splits import load_or_create_splits
 from rbmnet.preprocessing.preprocess import preprocess_dataset
 from rbmnet.preprocessing.store import configuration_dir
 
-FINGERPRINT_FILE = "dataset_fingerprint.json"
-SPLITS_FILE = "splits_final.json"
 
-
-def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num_processes: int = 2,
+def plan_and_preprocess(dataset_name: str | None, plans_name: str = DEFAULT_PLANS_NAME, num_processes: int = 2,
                         overrides: dict | None = None, input_size=None, max_side: int = 512,
                         gpu_memory_gb: float | None = None, overwrite_plans: bool = False,
                         overwrite: bool = False, verbose: bool = True, overwrite_splits: bool = False,
@@ -37,11 +35,11 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
     started = time.perf_counter()
     inventory = inventory_dataset(dataset_name)
     out_dir = preprocessed_dataset_dir(inventory.name)
-    fingerprint, computed = load_or_compute_fingerprint(inventory, out_dir / FINGERPRINT_FILE, num_processes, verbose)
+    fingerprint, computed = load_or_compute_fingerprint(inventory, out_dir / FINGERPRINT_JSON, num_processes, verbose)
     for note in fingerprint["notes"]:
         warnings.warn(note, stacklevel=2)
 
-    plan_path = out_dir / f"{plans_name}.json"
+    plan_path = out_dir / plans_file_name(plans_name)
     dataset_json = load_dataset_json(inventory.folder)
     fresh = generate_plan(fingerprint, inventory.name, plans_name, overrides, input_size, max_side, gpu_memory_gb,
                           dataset_json=dataset_json)
@@ -60,11 +58,11 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
         plan_status = "replaced" if plan_path.is_file() else "new"
     # Splits before anything is saved: a dataset that cannot be split fails without half-written state.
     labeled = [case for case, _, _ in inventory.labeled]
-    splits, splits_created = load_or_create_splits(out_dir / SPLITS_FILE, labeled, plan.seed, overwrite_splits,
+    splits, splits_created = load_or_create_splits(out_dir / SPLITS_JSON, labeled, plan.seed, overwrite_splits,
                                                    num_folds)
     save_plan(plan, plan_path)
-    with atomic_path(out_dir / "dataset.json") as tmp:
-        shutil.copyfile(inventory.folder / "dataset.json", tmp)
+    with atomic_path(out_dir / DATASET_JSON) as tmp:
+        shutil.copyfile(inventory.folder / DATASET_JSON, tmp)
     preprocessed_dir = configuration_dir(out_dir, plan.configuration)
     written = preprocess_dataset(inventory, plan, preprocessed_dir, num_processes, overwrite, verbose)
 
@@ -88,7 +86,7 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = "plans", num
         echo(f"  epochs x iterations: pretext {plan.pretext.epochs} x {plan.pretext.iterations_per_epoch}, "
              f"segmentation {plan.segmentation.epochs} x {plan.segmentation.iterations_per_epoch}")
         echo(f"splits: {len(splits)} folds over {len(labeled)} labeled cases "
-             f"({'new' if splits_created else 'kept'}) in {out_dir / SPLITS_FILE}")
+             f"({'new' if splits_created else 'kept'}) in {out_dir / SPLITS_JSON}")
         echo(f"preprocessed: {preprocessed_dir} ({'written' if written else 'up to date, skipped'})")
         echo(f"done in {time.perf_counter() - started:.1f} s")
     return plan

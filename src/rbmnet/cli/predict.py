@@ -15,8 +15,8 @@ EXIT_SOME_FAILED = 1
 @click.option("-i", "--input", "input_dir", required=True, type=click.Path(path_type=Path),
               help="Folder of radiographs (png, jpg, bmp, tif; 8/16-bit; grayscale or RGB-gray; any size).")
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(path_type=Path),
-              help="Folder for the masks: <stem>.png, 0 background / 255 tooth, the input's size. "
-                   "Must not lie inside the input folder.")
+              help="Folder for the predictions: <stem>.png at the input's size; 0 background / 255 tooth "
+                   "(binary models), or each tooth's number (teeth models). Must not lie inside the input folder.")
 @click.option("-d", "--dataset", "dataset", default=None,
               help="Dataset whose models predict (a folder of rbmnet_results); may be omitted when only one "
                    "has models or when --model is a folder.")
@@ -33,7 +33,10 @@ EXIT_SOME_FAILED = 1
               help="Also write the tooth probability as an 8-bit PNG (probability x 255, original size) "
                    "in OUT_DIR/probabilities/.")
 @click.option("--overlay", is_flag=True,
-              help="Also write the radiograph with the teeth tinted and outlined in OUT_DIR/overlays/.")
+              help="Also write the radiograph with the teeth tinted and outlined in OUT_DIR/overlays/ "
+                   "(teeth models: each tooth in its own colour with its number).")
+@click.option("--binary", is_flag=True,
+              help="Write 0/255 tooth masks even from a teeth model (to compare it with binary models).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images per forward pass.")
@@ -42,9 +45,10 @@ EXIT_SOME_FAILED = 1
               help="Threads reading and, separately, writing files while the network runs (0: in the main thread).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, overlay, device, batch_size,
+def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, overlay, binary, device, batch_size,
          resume, num_workers, quiet):
-    """Predict a tooth mask for every radiograph in IN_DIR with a trained segmentation model.
+    """Predict teeth for every radiograph in IN_DIR with a trained segmentation model: a tooth mask
+    (binary models) or a map of tooth numbers (teeth models), post-processed as the model decided.
 
     A file that cannot be read is reported (one line, and a row of OUT_DIR/failures.csv), the others
     are still predicted, and the exit code is then 1. Bad arguments exit with 2.
@@ -58,7 +62,7 @@ def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, 
                f"tta {'on' if tta else 'off'}")
     report = predict_folder(input_dir, output_dir, choice.folder, choice.folds, tta=tta, device=device,
                             batch_size=batch_size, num_workers=num_workers, save_probabilities=save_probabilities,
-                            overlay=overlay, resume=resume, progress=not quiet)
+                            overlay=overlay, resume=resume, progress=not quiet, binary=binary)
     skipped = f", {len(report.skipped)} skipped (already done)" if report.skipped else ""
     click.echo(f"{len(report.predicted)} predicted{skipped} -> {Path(output_dir)}")
     if report.failures:

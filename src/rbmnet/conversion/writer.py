@@ -19,13 +19,14 @@ from rbmnet.data.dataset_json import (FDI_TEETH, UNIVERSAL_TEETH, make_dataset_j
                                       write_dataset_json)
 from rbmnet.errors import RbmnetError
 from rbmnet.io.images import write_png
+from rbmnet.layout import IMAGES_TR, IMAGES_TS, IMAGES_UNLABELED, LABELS_TR, LABELS_TS
 from rbmnet.paths import raw_root
 
 # split -> (image folder, label folder or None)
 SPLIT_FOLDERS = {
-    "train": ("imagesTr", "labelsTr"),
-    "unlabeled": ("imagesUnlabeled", None),
-    "test": ("imagesTs", "labelsTs"),  # labelsTs only where the source has test labels
+    "train": (IMAGES_TR, LABELS_TR),
+    "unlabeled": (IMAGES_UNLABELED, None),
+    "test": (IMAGES_TS, LABELS_TS),  # labelsTs only where the source has test labels
 }
 NUMBERING_CHOICES = ("FDI", "universal", "none")
 
@@ -138,7 +139,7 @@ def finish_dataset(dataset_dir: Path, name: str, labels: dict[str, int], numberi
     """Write dataset.json with the case counts found on disk; returns its content."""
     for split in ("train", "unlabeled", "test"):
         (dataset_dir / SPLIT_FOLDERS[split][0]).mkdir(exist_ok=True)
-    (dataset_dir / "labelsTr").mkdir(exist_ok=True)
+    (dataset_dir / LABELS_TR).mkdir(exist_ok=True)
     content = make_dataset_json(
         name, labels, num_training=count_cases(dataset_dir, "train"),
         num_unlabeled=count_cases(dataset_dir, "unlabeled"), num_test=count_cases(dataset_dir, "test"),

@@ -22,11 +22,12 @@ from PIL import Image
 from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.errors import RbmnetError
 from rbmnet.io.images import image_files_by_case, read_image, read_label
+from rbmnet.layout import DATASET_JSON, IMAGES_TR, IMAGES_TS, IMAGES_UNLABELED, LABELS_TR
 from rbmnet.parallel import map_cases
 from rbmnet.paths import raw_root, resolve_dataset_name
 
-IMAGE_FOLDERS = {"labeled": "imagesTr", "unlabeled": "imagesUnlabeled", "test": "imagesTs"}
-LABEL_FOLDER = "labelsTr"
+IMAGE_FOLDERS = {"labeled": IMAGES_TR, "unlabeled": IMAGES_UNLABELED, "test": IMAGES_TS}
+LABEL_FOLDER = LABELS_TR
 # Files that operating systems drop into folders; never data.
 
 
@@ -183,6 +184,7 @@ def summarize_notes(case_notes: Iterable[tuple[str, list[tuple[str, str]]]]) -> 
     return [f"{texts[k]}: {len(cases)} case(s), e.g. '{cases[0]}'" for k, cases in grouped.items()]
 
 
+# Public API (module docstring): validate a dataset without planning; no rbmnet command calls it, tests do.
 def check_dataset(name: str | None, num_processes: int = 1, verbose: bool = False) -> DatasetInventory:
     """All checks: names and pairing, then every file decoded and checked. Returns the inventory."""
     inventory = inventory_dataset(name)
@@ -198,7 +200,7 @@ def _check_one(task) -> list[tuple[str, str]]:
 
 def raw_signature(inventory: DatasetInventory) -> str:
     """Hash of dataset.json and every case file's path, size and mtime: changes when the raw data changes."""
-    digest = hashlib.sha256((inventory.folder / "dataset.json").read_bytes())
+    digest = hashlib.sha256((inventory.folder / DATASET_JSON).read_bytes())
     for role, case, image, label in inventory.cases():
         for path in (image, label):
             if path is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
+from rbmnet.layout import DATASET_JSON
 
 REQUIRED_KEYS = ("name", "labels", "numTraining", "numUnlabeled", "file_ending", "channel_names")
 TOOTH_NUMBERINGS = ("FDI", "universal", None)
@@ -46,14 +47,14 @@ def make_dataset_json(name: str, labels: dict[str, int], num_training: int, num_
 
 
 def write_dataset_json(dataset_dir: str | Path, content: dict) -> Path:
-    path = Path(dataset_dir) / "dataset.json"
+    path = Path(dataset_dir) / DATASET_JSON
     write_json(path, content)
     return path
 
 
 def load_dataset_json(dataset_dir: str | Path) -> dict:
     """Read and validate dataset.json; every problem is a one-line RbmnetError naming the file."""
-    path = Path(dataset_dir) / "dataset.json"
+    path = Path(dataset_dir) / DATASET_JSON
     if not path.is_file():
         raise RbmnetError(f"{path}: dataset.json missing")
     try:

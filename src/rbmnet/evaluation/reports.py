@@ -1,5 +1,5 @@
 """Metric reports on disk (see docs/model_folder.md): summary.json/.csv per fold, the cross-validation
-summary across folds, the pretext reconstruction summary, and plain-text tables for the terminal.
+summary across folds, and plain-text tables for the terminal.
 
 JSON holds numbers or null: a NaN (a metric with nothing to measure) is written as null, because
 NaN is not JSON. All files are written atomically. Standard deviations are population (ddof=0).
@@ -14,13 +14,7 @@ import pandas as pd
 
 from rbmnet.evaluation.segmentation_metrics import COUNTS, EMPTY_RULE, METRICS, summarize
 from rbmnet.io.atomic import atomic_path, write_json
-
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
-CROSSVAL_JSON = "crossval_summary.json"
-CROSSVAL_CSV = "crossval_summary.csv"
-RECONSTRUCTION_JSON = "reconstruction_summary.json"
-RECONSTRUCTION_CSV = "reconstruction_summary.csv"
+from rbmnet.layout import CROSSVAL_CSV, CROSSVAL_JSON, SUMMARY_CSV, SUMMARY_JSON
 STATISTICS = ("mean", "median", "std")
 FOLD_SHARED_KEYS = ("model_id", "fraction", "seed")
 INTEGER_COLUMNS = {*COUNTS, "label", "downsample_factor"}
@@ -88,26 +82,6 @@ def write_crossval_summary(folder: str | Path, fold_summaries: dict, extra: dict
     rows += [{"fold": statistic, **result[statistic]} for statistic in ("mean", "std")]
     _write_csv(folder / CROSSVAL_CSV, rows, ["fold", *metrics])
     return result
-
-
-def write_reconstruction_summary(folder: str | Path, per_image: list[dict], summary: dict,
-                                 lpips_status: str, extra: dict | None = None) -> dict:
-    """Write the pretext report: per-image image metrics, their statistics, and how they were measured.
-
-    `summary` is image_metrics.summarize_reconstruction(per_image); `lpips_status` is "ok" or
-    "unavailable: <reason>" so a missing LPIPS is stated, never left out silently.
-    """
-    folder = Path(folder)
-    report = dict(extra or {})
-    report["lpips_status"] = lpips_status
-    report.update(summary)
-    report["per_image"] = per_image
-    write_json(folder / RECONSTRUCTION_JSON, json_ready(report))
-    metric_names = list(summary.get("mean", {}))
-    rows = list(per_image) + [{"case": statistic, **summary[statistic]} for statistic in STATISTICS
-                              if statistic in summary]
-    _write_csv(folder / RECONSTRUCTION_CSV, rows, ["case", *metric_names])
-    return report
 
 
 def format_table(rows: list[dict], columns: list[str], float_digits: int = 4) -> str:

@@ -8,8 +8,9 @@ import pandas as pd
 
 from rbmnet.evaluation.dental_chart import write_dental_chart
 from rbmnet.evaluation.numbering_metrics import TEETH_COUNTS, TEETH_METRICS, summarize_teeth
-from rbmnet.evaluation.reports import SUMMARY_CSV, SUMMARY_JSON, STATISTICS, json_ready
+from rbmnet.evaluation.reports import STATISTICS, json_ready
 from rbmnet.io.atomic import atomic_path, write_json
+from rbmnet.layout import SUMMARY_CSV, SUMMARY_JSON
 
 PER_TOOTH_CSV = "per_tooth.csv"
 CHART_PNG = "dental_chart.png"

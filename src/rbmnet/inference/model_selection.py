@@ -12,6 +12,7 @@ from pathlib import Path
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
+from rbmnet.layout import DATASET_JSON, FOLD_PREFIX, fold_of_folder_name
 from rbmnet.model.checkpoint import FINAL
 
 SEGMENTATION_PREFIX = "seg__"
@@ -26,7 +27,7 @@ class ModelChoice:
 
 def trained_folds(model_folder: Path) -> list[str]:
     """Fold names ('0', '1', ..., 'all') whose final checkpoint exists, numbered folds in numeric order."""
-    names = [p.parent.name.removeprefix("fold_") for p in Path(model_folder).glob(f"fold_*/{FINAL}")]
+    names = [fold_of_folder_name(p.parent.name) for p in Path(model_folder).glob(f"{FOLD_PREFIX}*/{FINAL}")]
     return sorted(names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
 
 
@@ -44,9 +45,9 @@ def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:
     available = trained_folds(model_folder)
     if not available and (model_folder / FINAL).is_file():
         raise RbmnetError(f"{model_folder}: is one fold of a model; pass its parent folder and "
-                          f"-f {model_folder.name.removeprefix('fold_')}")
+                          f"-f {fold_of_folder_name(model_folder.name)}")
     if not available:
-        raise RbmnetError(f"{model_folder}: no trained fold (no fold_*/{FINAL}); finish rbmnet_train seg first")
+        raise RbmnetError(f"{model_folder}: no trained fold (no {FOLD_PREFIX}*/{FINAL}); finish rbmnet_train seg first")
     if not folds:
         return default_folds(model_folder)
     missing = [f for f in folds if f not in available]
@@ -60,7 +61,7 @@ def newest_segmentation_model(dataset_dir: Path) -> Path:
     """The segmentation model folder whose newest final checkpoint is the most recent."""
     newest: tuple[float, Path] | None = None
     for folder in dataset_dir.glob(f"{SEGMENTATION_PREFIX}*"):
-        times = [p.stat().st_mtime for p in folder.glob(f"fold_*/{FINAL}")]
+        times = [p.stat().st_mtime for p in folder.glob(f"{FOLD_PREFIX}*/{FINAL}")]
         if times and (newest is None or max(times) > newest[0]):
             newest = (max(times), folder)
     if newest is None:
@@ -69,7 +70,7 @@ def newest_segmentation_model(dataset_dir: Path) -> Path:
 
 
 def model_dataset_name(model_folder: Path) -> str | None:
-    path = Path(model_folder) / "dataset.json"
+    path = Path(model_folder) / DATASET_JSON
     if not path.is_file():
         return None
     try:

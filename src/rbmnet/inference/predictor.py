@@ -30,7 +30,8 @@ from rbmnet.tasks import build_task
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.model.checkpoint import FINAL, load_checkpoint
 from rbmnet.model.device import resolve_device
-from rbmnet.model.folder import fold_folder_name, load_postprocessing
+from rbmnet.layout import fold_folder_name
+from rbmnet.model.folder import load_postprocessing
 from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
 
 FAILURES_CSV = "failures.csv"

@@ -13,9 +13,8 @@ import torch
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import atomic_path
-
-LATEST = "checkpoint_latest.pt"
-FINAL = "checkpoint_final.pt"
+from rbmnet.layout import CHECKPOINT_FINAL as FINAL  # the short names many callers import from here
+from rbmnet.layout import CHECKPOINT_LATEST as LATEST
 
 
 def capture_rng_state() -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
+from rbmnet.layout import DATASET_JSON, MODEL_PLANS_JSON, POSTPROCESSING_JSON
 from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 
@@ -36,15 +37,11 @@ def seed_tag(seed: int, plan_seed: int) -> str:
     return "" if seed == plan_seed else f"__seed{seed}"
 
 
-def fold_folder_name(fold: int | str) -> str:
-    return f"fold_{fold}"
-
-
 def prepare_model_folder(dataset_name: str, model_id: str, plan: dict, dataset_json: dict) -> Path:
     folder = results_dataset_dir(dataset_name) / model_id
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "plans.json", plan)
-    write_json(folder / "dataset.json", dataset_json)
+    write_json(folder / MODEL_PLANS_JSON, plan)
+    write_json(folder / DATASET_JSON, dataset_json)
     return folder
 
 
@@ -59,13 +56,6 @@ def prepare_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
                               f"or --overwrite to train again from the start")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-
-
-def is_finished(folder: Path) -> bool:
-    return (folder / FINAL).is_file()
-
-
-POSTPROCESSING_JSON = "postprocessing.json"  # teeth models: the post-processing chosen by cross-validation
 
 
 def load_postprocessing(model_folder: Path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
+from rbmnet.layout import DEFAULT_PLANS_NAME, configuration_name
 
 PLAN_FORMAT_VERSION = 1
 
@@ -98,7 +99,7 @@ class AugmentationConfig:
 @dataclass
 class Plan:
     dataset_name: str
-    plans_name: str = "plans"
+    plans_name: str = DEFAULT_PLANS_NAME
     input_size: list[int] = field(default_factory=lambda: [512, 512])  # [height, width]
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -114,7 +115,7 @@ class Plan:
     def configuration(self) -> str:
         """Name of the preprocessed-data folder: cases resized to the input size."""
         height, width = self.input_size
-        return f"2d_{height}x{width}"
+        return configuration_name(height, width)
 
     def to_dict(self) -> dict:
         return asdict(self)

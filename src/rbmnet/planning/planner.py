@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
+from rbmnet.layout import DEFAULT_PLANS_NAME
 from rbmnet.planning.plan import NetworkConfig, Plan, apply_overrides
 from rbmnet.tasks import build_task, default_task_name
 
@@ -171,8 +172,8 @@ def fold_training_cases(num_labeled: int, fraction: float, num_folds: int = 5) -
     return max(1, round(smallest_train * fraction))
 
 
-def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = "plans", overrides: dict | None = None,
-                  input_size=None, max_side: int = 512, gpu_memory_gb: float | None = None,
+def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME,
+                  overrides: dict | None = None, input_size=None, max_side: int = 512, gpu_memory_gb: float | None = None,
                   budget: MemoryBudget | None = None, probe=None, dataset_json: dict | None = None) -> Plan:
     """A fresh plan. Overrides are applied first (so e.g. other widths change the memory model) and
     win over every derived value. `probe` (training/batch_probe.BatchProbe, measured on this plan's network and

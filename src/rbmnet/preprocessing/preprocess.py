@@ -20,6 +20,7 @@ from numpy.lib.format import open_memmap
 from rbmnet.data.checks import DatasetInventory, raw_signature, read_case
 from rbmnet.parallel import map_cases
 from rbmnet.io.atomic import read_json, write_json
+from rbmnet.layout import CASES_JSON, IMAGES_NPY, LABELS_NPY
 from rbmnet.planning.plan import NormalizationConfig, Plan
 from rbmnet.preprocessing.store import CaseRecord, records_to_json
 from rbmnet.preprocessing.transforms import preprocess_image, resize_label
@@ -34,8 +35,8 @@ def preprocessing_signature(inventory: DatasetInventory, plan: Plan) -> str:
 
 
 def is_up_to_date(output_dir: Path, signature: str) -> bool:
-    meta_path = output_dir / "cases.json"
-    if not (meta_path.is_file() and (output_dir / "images.npy").is_file()):
+    meta_path = output_dir / CASES_JSON
+    if not (meta_path.is_file() and (output_dir / IMAGES_NPY).is_file()):
         return False
     try:
         return read_json(meta_path).get("signature") == signature
@@ -88,13 +89,13 @@ def preprocess_dataset(inventory: DatasetInventory, plan: Plan, output_dir: str 
             labels.flush()
             del labels
         # Remove the completion marker first: arrays and cases.json must never disagree.
-        (output_dir / "cases.json").unlink(missing_ok=True)
-        os.replace(temp_images, output_dir / "images.npy")
+        (output_dir / CASES_JSON).unlink(missing_ok=True)
+        os.replace(temp_images, output_dir / IMAGES_NPY)
         if inventory.labeled:
-            os.replace(temp_labels, output_dir / "labels.npy")
+            os.replace(temp_labels, output_dir / LABELS_NPY)
         else:
-            (output_dir / "labels.npy").unlink(missing_ok=True)
-        write_json(output_dir / "cases.json", {
+            (output_dir / LABELS_NPY).unlink(missing_ok=True)
+        write_json(output_dir / CASES_JSON, {
             "configuration": plan.configuration, "input_size": list(plan.input_size),
             "normalization": normalization, "signature": signature, "format_version": STORE_FORMAT_VERSION,
             "cases": records_to_json(records)})

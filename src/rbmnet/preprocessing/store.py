@@ -17,6 +17,7 @@ import numpy as np
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
+from rbmnet.layout import CASES_JSON, IMAGES_NPY, LABELS_NPY
 
 ROLES = ("labeled", "unlabeled", "test")
 
@@ -39,7 +40,7 @@ class PreprocessedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        meta_path = self.folder / "cases.json"
+        meta_path = self.folder / CASES_JSON
         if not meta_path.is_file():
             raise RbmnetError(f"{self.folder}: no preprocessed data; run rbmnet_plan_and_preprocess first")
         meta = read_json(meta_path)
@@ -48,8 +49,8 @@ class PreprocessedDataset:
         self.normalization: dict = meta["normalization"]
         self.cases = [CaseRecord(**c) for c in meta["cases"]]
         self._by_name = {c.name: c for c in self.cases}
-        self.images = np.load(self.folder / "images.npy", mmap_mode="r")
-        labels_path = self.folder / "labels.npy"
+        self.images = np.load(self.folder / IMAGES_NPY, mmap_mode="r")
+        labels_path = self.folder / LABELS_NPY
         self.labels = np.load(labels_path, mmap_mode="r") if labels_path.is_file() else None
 
     def names(self, role: str | None = None) -> list[str]:

@@ -99,12 +99,6 @@ class SegmentationTask:
     # post-processing candidates compared by cross-validation (tasks/teeth_postprocessing.py)
     postprocessing_candidates: tuple[str, ...] = ()
 
-    def flip_index_map(self, index: np.ndarray, axis: int = -1) -> np.ndarray:
-        """Mirror an index map left-right and relabel it for the patient's swapped sides."""
-        if self.flip_lookup is None:
-            raise RbmnetError(f"task {self.name}: left-right flips are not allowed for these labels")
-        return self.flip_lookup[np.flip(index, axis=axis)]
-
 
 def lookup_table(mapping: dict[int, int], size: int = 256, missing: int = SegmentationTask.UNKNOWN) -> np.ndarray:
     table = np.full(size, missing, dtype=np.uint8)

@@ -28,14 +28,6 @@ def dice_from_sums(intersection: torch.Tensor, denominator: torch.Tensor, smooth
     return (2.0 * intersection + smooth) / (denominator + smooth)
 
 
-def soft_dice(probabilities: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """Batch soft Dice of (B, C, H, W) probabilities against a target of the same shape, per channel (C,).
-
-    Multi-class training passes softmax probabilities and a one-hot target; binary passes one channel.
-    """
-    return dice_from_sums(*dice_sums(probabilities, target), smooth=smooth)
-
-
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.7,
                   bce_weight: float = 0.3, smooth: float = 1e-5,
                   sums_reducer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:

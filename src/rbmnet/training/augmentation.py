@@ -1,4 +1,6 @@
-"""Data augmentation with batchgenerators (0.25.5), configured by the plan's AugmentationConfig.
+"""Data augmentation with batchgenerators (0.25.5): the worker path's executor of the augmentation
+declaration (augmentation/declaration.py), which says what happens with which numbers; this module
+only translates each declared transform into its batchgenerators counterpart (BUILDERS).
 
 batchgenerators draws from numpy's global RNG and, for noise and blur, from Python's `random`;
 `apply_transforms` seeds both from one number and restores them afterwards, so a batch is a pure
@@ -12,7 +14,6 @@ dependency). Batch workers run in parallel processes anyway.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 
 import numpy as np
@@ -23,18 +24,15 @@ from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, G
 from batchgenerators.transforms.spatial_transforms import SpatialTransform
 from threadpoolctl import threadpool_limits
 
-from rbmnet.planning.plan import AugmentationConfig
+from rbmnet.augmentation.declaration import SPATIAL, AugmentationDeclaration, TransformSpec
 
-# Elastic deformation strength and smoothness in pixels (nnU-Net's 2D defaults); only used when
-# config.elastic is on.
-ELASTIC_ALPHA = (0.0, 200.0)
-ELASTIC_SIGMA = (9.0, 13.0)
-# Linear interpolation of the image: cubic splines cost several times more at 512x512 and overshoot.
-IMAGE_INTERPOLATION_ORDER = 1
+# the declaration's interpolation names as batchgenerators' spline orders
+INTERPOLATION_ORDER = {"nearest": 0, "linear": 1}
 
 
 class LateralMirrorTransform(AbstractTransform):
-    """Left-right mirror of half the samples; the label map's values go through `label_flip` with it.
+    """Left-right mirror of a share `probability` of the samples (the declaration's: half); the label
+    map's values go through `label_flip` with it.
 
     A mirrored panoramic shows the patient's sides swapped, so a numbered tooth must take its
     contralateral number (the task's flip lookup); for tooth vs background the lookup is the identity.
@@ -42,58 +40,85 @@ class LateralMirrorTransform(AbstractTransform):
     probability, one for the axis), so binary batches are those it made.
     """
 
-    def __init__(self, label_flip: np.ndarray | None, label_key: str = "seg"):
-        self.label_flip, self.label_key = label_flip, label_key
+    def __init__(self, label_flip: np.ndarray | None, label_key: str = "seg", probability: float = 0.5):
+        self.label_flip, self.label_key, self.probability = label_flip, label_key, probability
 
     def __call__(self, **data_dict):
         data, label = data_dict["data"], data_dict.get(self.label_key)
         for sample in range(len(data)):
             np.random.uniform()  # MirrorTransform's per-sample probability draw (p = 1)
-            if np.random.uniform() < 0.5:
+            if np.random.uniform() < self.probability:
                 data[sample] = data[sample][:, :, ::-1]
                 if label is not None:
                     label[sample] = self.label_flip[label[sample][:, :, ::-1].astype(np.intp)]
         return data_dict
 
 
-def build_spatial_and_intensity_transforms(config: AugmentationConfig, patch_size: tuple[int, int],
-                                           with_label: bool, label_flip: np.ndarray | None = None) -> Compose:
-    """Compose for batches {"data": float32 (B, 1, H, W) in [0, 1], "seg": (B, 1, H, W) labels}.
+def _elastic(spec: TransformSpec) -> dict:
+    return {"do_elastic_deform": True, "alpha": spec.params["alpha"], "sigma": spec.params["sigma"],
+            "p_el_per_sample": spec.probability}
 
-    Each spatial and intensity transform happens to a sample with probability config.probability.
-    Outside the rotated/scaled image the radiograph is 0 (black) and the label is background.
-    The output image is clipped to [0, 1] because the pretext target must stay in the data range.
-    with_label=False (pretext) builds transforms that look at the image only. With a label, the
-    label map holds the task's class indices and `label_flip` says what a left-right mirror does to
-    them (None: the task allows no left-right mirror, so there is none).
+
+def _rotation(spec: TransformSpec) -> dict:
+    return {"do_rotation": True, "angle_x": spec.params["angle"], "p_rot_per_sample": spec.probability}
+
+
+def _scale(spec: TransformSpec) -> dict:
+    return {"do_scale": True, "scale": spec.params["scale"], "p_scale_per_sample": spec.probability}
+
+
+# The spatial transforms are arguments of one SpatialTransform (one warp of image and label map);
+# the others are transforms of their own. Every name of declaration.ORDER is in exactly one dict.
+SPATIAL_ARGUMENTS = {"elastic": _elastic, "rotation": _rotation, "scale": _scale}
+
+
+def _mirror(spec: TransformSpec, label_key: str, label_flip: np.ndarray | None) -> AbstractTransform:
+    if spec.params["label_permutation"] and label_flip is None:
+        raise ValueError("a mirror of label maps needs the task's left-right lookup (label_flip)")
+    return LateralMirrorTransform(label_flip, label_key=label_key, probability=spec.probability)
+
+
+BUILDERS = {
+    "mirror": _mirror,
+    "gamma": lambda spec, *_: GammaTransform(spec.params["gamma"], invert_image=False, per_channel=False,
+                                             retain_stats=False, p_per_sample=spec.probability),
+    "brightness": lambda spec, *_: BrightnessMultiplicativeTransform(spec.params["factor"], per_channel=False,
+                                                                     p_per_sample=spec.probability),
+    "contrast": lambda spec, *_: ContrastAugmentationTransform(spec.params["factor"], preserve_range=True,
+                                                               per_channel=False, p_per_sample=spec.probability),
+    # batchgenerators calls its argument a variance but uses it as the noise's standard deviation
+    "noise": lambda spec, *_: GaussianNoiseTransform(spec.params["std"], p_per_sample=spec.probability),
+    "blur": lambda spec, *_: GaussianBlurTransform(spec.params["sigma"], different_sigma_per_channel=False,
+                                                   p_per_sample=spec.probability),
+    "clip": lambda spec, *_: ClipValueRange(spec.params["low"], spec.params["high"]),
+}
+
+
+def transforms_from_declaration(declaration: AugmentationDeclaration, patch_size: tuple[int, int],
+                                label_flip: np.ndarray | None = None) -> Compose:
+    """The declared transforms, in order, as one batchgenerators Compose.
+
+    The SpatialTransform is always there (it places the patch) and rotates, scales or deforms a
+    sample with each transform's declared probability; outside the moved image the radiograph is the
+    declaration's outside value (0, black) and the label is background. `label_flip`: the task's
+    left-right lookup of class indices, needed when the declared mirror permutes labels.
     """
-    angle = math.radians(config.rotation_degrees)
-    label_key = "seg" if with_label else "no_label"
-    p = config.probability
+    label_key = "seg" if declaration.with_label else "no_label"
+    spatial = {}
+    for spec in declaration.transforms:
+        if spec.name in SPATIAL:
+            spatial.update(SPATIAL_ARGUMENTS[spec.name](spec))
     transforms = [
         SpatialTransform(
             patch_size=tuple(patch_size), patch_center_dist_from_border=None, random_crop=False,
-            do_elastic_deform=config.elastic, alpha=ELASTIC_ALPHA, sigma=ELASTIC_SIGMA, p_el_per_sample=p,
-            do_rotation=angle > 0, angle_x=(-angle, angle), p_rot_per_sample=p,
-            do_scale=tuple(config.scale_range) != (1.0, 1.0), scale=tuple(config.scale_range), p_scale_per_sample=p,
-            border_mode_data="constant", border_cval_data=0, order_data=IMAGE_INTERPOLATION_ORDER,
-            border_mode_seg="constant", border_cval_seg=0, order_seg=0, label_key=label_key),
+            **{"do_elastic_deform": False, "do_rotation": False, "do_scale": False, **spatial},
+            border_mode_data="constant", border_cval_data=declaration.outside_value,
+            order_data=INTERPOLATION_ORDER[declaration.image_interpolation],
+            border_mode_seg="constant", border_cval_seg=declaration.outside_value,
+            order_seg=INTERPOLATION_ORDER[declaration.label_interpolation], label_key=label_key),
     ]
-    if config.mirror and (not with_label or label_flip is not None):
-        transforms.append(LateralMirrorTransform(label_flip, label_key=label_key))
-    low_variance, high_variance = config.noise_variance
-    transforms += [
-        GammaTransform(tuple(config.gamma_range), invert_image=False, per_channel=False, retain_stats=False,
-                       p_per_sample=p),
-        BrightnessMultiplicativeTransform(tuple(config.brightness_range), per_channel=False, p_per_sample=p),
-        ContrastAugmentationTransform(tuple(config.contrast_range), preserve_range=True, per_channel=False,
-                                      p_per_sample=p),
-        # batchgenerators calls it a variance but uses it as the standard deviation of the noise;
-        # square roots keep the plan's numbers what their name says.
-        GaussianNoiseTransform((math.sqrt(low_variance), math.sqrt(high_variance)), p_per_sample=p),
-        GaussianBlurTransform(tuple(config.blur_sigma), different_sigma_per_channel=False, p_per_sample=p),
-        ClipValueRange(0.0, 1.0),
-    ]
+    transforms += [BUILDERS[spec.name](spec, label_key, label_flip)
+                   for spec in declaration.transforms if spec.name not in SPATIAL]
     return Compose(transforms)
 
 

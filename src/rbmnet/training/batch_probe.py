@@ -81,7 +81,8 @@ def cuda_step_peak(network_config, input_size: list[int], device) -> Callable[[i
     def step_peak(batch_size: int) -> int | None:
         network = optimizer = image = target = None
         try:
-            network = use_fast_kernels(build_network(network_config, 1, input_channels=NETWORK_INPUT_CHANNELS).to(device), device)
+            network = build_network(network_config, 1, input_channels=NETWORK_INPUT_CHANNELS)
+            network = use_fast_kernels(network.to(device), device)
             optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
             image = torch.rand(batch_size, 1, height, width, device=device)
             target = (torch.rand(batch_size, 1, height, width, device=device) > 0.5).float()

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rbmnet.augmentation.declaration import AugmentationDeclaration, declare_augmentation
 from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.tasks.base import SegmentationTask
-from rbmnet.training.augmentation import apply_transforms, build_spatial_and_intensity_transforms
+from rbmnet.training.augmentation import apply_transforms, transforms_from_declaration
 from rbmnet.training.label_noise import check_share, training_labels
 from rbmnet.training.masking import block_mask
 
@@ -33,6 +34,15 @@ def batch_size_for(plan: Plan, task: str) -> int:
     if task == "seg":
         return plan.segmentation.batch_size
     raise ValueError(f"unknown task '{task}' (expected one of {TASKS})")
+
+
+def augmentation_declaration(plan: Plan, task: str, seg_task: SegmentationTask | None) -> AugmentationDeclaration:
+    """The plan's augmentation for `task`'s batches, declared once for either executor (worker or device
+    path): segmentation batches carry label maps, and mirror only where the task has a left-right lookup."""
+    with_label = task == "seg"
+    flip = seg_task.flip_lookup if seg_task is not None else None
+    return declare_augmentation(plan.augmentation, mirror_allowed=not with_label or flip is not None,
+                                with_label=with_label)
 
 
 def draw_cases(case_names: list[str], batch_size: int, seed: int, epoch: int, iteration: int) -> list[str]:
@@ -106,8 +116,8 @@ def batch_function(folder: str | Path, case_names: list[str], plan: Plan, task: 
     """Picklable (epoch, iteration) -> batch for BatchStream, with the plan's augmentation."""
     transforms = None
     if augment:
-        transforms = build_spatial_and_intensity_transforms(
-            plan.augmentation, tuple(plan.input_size), with_label=task == "seg",
+        transforms = transforms_from_declaration(
+            augmentation_declaration(plan, task, seg_task), tuple(plan.input_size),
             label_flip=seg_task.flip_lookup if seg_task is not None else None)
     batch_size_for(plan, task)  # fail on an unknown task here, not in a worker
     check_share(label_noise)

@@ -1,11 +1,13 @@
 """Augmentation of batches on the device, in torch: what augmentation.py does with batchgenerators on the CPU.
 
-Same transforms, same plan numbers (AugmentationConfig), same per-sample probabilities and order:
+Both execute one declaration (augmentation/declaration.py): same transforms, same numbers, same
+per-sample probabilities and order (`draw_from_declaration` reads the declaration and nothing else):
     rotation and scaling    one affine warp (affine_grid + grid_sample; nearest for the target),
                             zeros outside the image
     mirror                  left-right flip
     gamma, brightness, contrast (about the mean, kept in the sample's range), Gaussian noise,
     Gaussian blur, then clipping to [0, 1]
+Elastic deformation is not done here (device_batches.choose_data_path sends such plans to the workers).
 The per-sample numbers are drawn from a CPU generator (`draw_augmentation`, a few dozen per batch) and
 copied asynchronously from pinned memory (`to_device`); the per-pixel noise comes from a generator on
 the device. Nothing here waits for the GPU, so a batch is made while the previous step still runs.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rbmnet.planning.plan import AugmentationConfig
+from rbmnet.augmentation.declaration import AugmentationDeclaration
 
 GAMMA_EPSILON = 1e-7  # batchgenerators' epsilon in augment_gamma
 BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
@@ -42,6 +44,7 @@ class AugmentationDraw:
     noise_std: torch.Tensor
     blur_on: torch.Tensor
     blur_sigma: torch.Tensor
+    clip: tuple[float, float] | None = (0.0, 1.0)  # the image's range at the end (None: not clipped)
 
 
 def _uniform(generator: torch.Generator, count: int, low: float, high: float) -> torch.Tensor:
@@ -56,31 +59,50 @@ def _around_one(generator: torch.Generator, count: int, low: float, high: float)
     return torch.where(pick_below & torch.tensor(low < 1.0), below, above)
 
 
-def draw_augmentation(count: int, config: AugmentationConfig, generator: torch.Generator,
-                      mirror_allowed: bool = True) -> AugmentationDraw:
+def draw_from_declaration(count: int, declaration: AugmentationDeclaration,
+                          generator: torch.Generator) -> AugmentationDraw:
     """Every per-sample parameter of a batch, drawn in a fixed order from `generator` (CPU).
-    `mirror_allowed` False: the task's labels allow no left-right mirror (see tasks/)."""
-    p = config.probability
 
-    def happens(enabled: bool, probability: float = p) -> torch.Tensor:
-        drawn = torch.rand(count, generator=generator) < probability  # always drawn: fixed stream order
-        return drawn & enabled
+    Each transform's on/off numbers and parameters are drawn whether or not it is declared (fixed
+    stream order); an undeclared transform is off, and its parameters are neutral.
+    """
+    if "elastic" in declaration:
+        raise ValueError("elastic deformation is only done by the worker path (training/augmentation.py)")
+    if (declaration.image_interpolation, declaration.label_interpolation, declaration.outside_value) != \
+            ("linear", "nearest", 0.0):
+        raise ValueError("the device warp interpolates images linearly, labels by nearest, with zeros outside")
 
-    angle_limit = math.radians(config.rotation_degrees)
-    scale_low, scale_high = config.scale_range
-    noise_low, noise_high = config.noise_variance
+    def happens(name: str) -> torch.Tensor:
+        spec = declaration.get(name)
+        drawn = torch.rand(count, generator=generator) < (spec.probability if spec else 0.0)
+        return drawn & (spec is not None)
+
+    def parameter(name: str, key: str, neutral: tuple[float, float]) -> tuple[float, float]:
+        spec = declaration.get(name)
+        return spec.params[key] if spec else neutral
+
+    clip = declaration.get("clip")
+    rotate_on = happens("rotation")
+    angle = _uniform(generator, count, *parameter("rotation", "angle", (0.0, 0.0)))
+    scale_on = happens("scale")
+    scale = _uniform(generator, count, *parameter("scale", "scale", (1.0, 1.0)))
+    mirror_on = happens("mirror")
+    gamma_on = happens("gamma")
+    gamma = _around_one(generator, count, *parameter("gamma", "gamma", (1.0, 1.0)))
+    brightness_on = happens("brightness")
+    brightness = _uniform(generator, count, *parameter("brightness", "factor", (1.0, 1.0)))
+    contrast_on = happens("contrast")
+    contrast = _around_one(generator, count, *parameter("contrast", "factor", (1.0, 1.0)))
+    noise_on = happens("noise")
+    noise_std = _uniform(generator, count, *parameter("noise", "std", (0.0, 0.0)))
+    blur_on = happens("blur")
+    blur_sigma = _uniform(generator, count, *parameter("blur", "sigma", (0.0, 0.0)))
     return AugmentationDraw(
-        rotate_on=happens(angle_limit > 0), angle=_uniform(generator, count, -angle_limit, angle_limit),
-        scale_on=happens((scale_low, scale_high) != (1.0, 1.0)),
-        scale=_uniform(generator, count, scale_low, scale_high),
-        mirror_on=happens(config.mirror and mirror_allowed, 0.5),
-        gamma_on=happens(True), gamma=_around_one(generator, count, *config.gamma_range),
-        brightness_on=happens(True), brightness=_uniform(generator, count, *config.brightness_range),
-        contrast_on=happens(True), contrast=_around_one(generator, count, *config.contrast_range),
-        # the plan's numbers are variances; batchgenerators draws the standard deviation between their roots
-        noise_on=happens(True), noise_std=_uniform(generator, count, math.sqrt(noise_low), math.sqrt(noise_high)),
-        blur_on=happens(True), blur_sigma=_uniform(generator, count, *config.blur_sigma),
-    )
+        rotate_on=rotate_on, angle=angle, scale_on=scale_on, scale=scale, mirror_on=mirror_on,
+        gamma_on=gamma_on, gamma=gamma, brightness_on=brightness_on, brightness=brightness,
+        contrast_on=contrast_on, contrast=contrast, noise_on=noise_on, noise_std=noise_std,
+        blur_on=blur_on, blur_sigma=blur_sigma,
+        clip=(clip.params["low"], clip.params["high"]) if clip else None)
 
 
 def to_device(tensor: torch.Tensor, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -173,4 +195,4 @@ def intensity(image: torch.Tensor, draw: AugmentationDraw, noise_generator: torc
     if len(blurred):
         rows = to_device(blurred, image)
         image = image.index_copy(0, rows, gaussian_blur(image[rows], draw.blur_sigma[blurred]))
-    return image.clamp(0.0, 1.0)
+    return image if draw.clip is None else image.clamp(*draw.clip)

@@ -31,7 +31,7 @@ from rbmnet.planning.planner import DEVICE_DATA_SHARE, resident_data_bytes
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training import batches
-from rbmnet.training.device_augmentation import draw_augmentation, intensity, to_device, warp
+from rbmnet.training.device_augmentation import draw_from_declaration, intensity, to_device, warp
 from rbmnet.training.label_noise import training_labels
 from rbmnet.training.masking import block_masks_torch
 
@@ -70,12 +70,8 @@ class DeviceBatches:
             self.targets = torch.from_numpy(seg_task.encode(labels)).to(self.device)
             flip = seg_task.flip_lookup
             self.label_flip = None if flip is None else torch.from_numpy(flip.astype(np.int64)).to(self.device)
-        self.mirror_allowed = task != "seg" or self.label_flip is not None
-
-    @property
-    def resident_bytes(self) -> int:
-        held = [self.images] + ([self.targets] if self.targets is not None else [])
-        return sum(t.numel() * t.element_size() for t in held)
+        # the declaration the worker path executes too (mirror only where the task has a left-right lookup)
+        self.declaration = batches.augmentation_declaration(plan, task, seg_task)
 
     def __call__(self, epoch: int, iteration: int) -> dict:
         names = batches.draw_cases(self.case_names, self.batch_size, self.seed, epoch, iteration)
@@ -84,7 +80,7 @@ class DeviceBatches:
         target = self.targets.index_select(0, rows)[:, None].float() if self.targets is not None else None
         numbers, pixels = batch_generators(self.seed, epoch, iteration, self.device)
         if self.augment:
-            draw = draw_augmentation(len(names), self.plan.augmentation, numbers, self.mirror_allowed)
+            draw = draw_from_declaration(len(names), self.declaration, numbers)
             image, target = warp(image, target, draw, self.label_flip)
             image = intensity(image, draw, pixels)
         if self.task == "pretext":

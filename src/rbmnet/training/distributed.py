@@ -16,11 +16,9 @@ over the data, by running ceil(iterations / world_size) steps. Rank r of world W
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
@@ -29,7 +27,6 @@ import torch.distributed as dist
 from rbmnet.errors import RbmnetError
 from rbmnet.model.device import compile_if_asked, resolve_device, use_fast_kernels
 
-RANK_DIGEST_VARIABLE = "RBMNET_TEST_RANK_DIGEST_DIR"  # test hook: each rank writes a hash of its final weights
 Result = TypeVar("Result")
 
 
@@ -171,19 +168,3 @@ def broadcast_buffers(network: torch.nn.Module) -> None:
     for buffer in network.buffers():
         dist.broadcast(buffer.data, src=0)
 
-
-def state_digest(network: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, in state_dict order (compares models across ranks)."""
-    digest = hashlib.sha256()
-    for name, tensor in network.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def write_rank_digest(network: torch.nn.Module, rank: int) -> None:
-    """Test hook: with RBMNET_TEST_RANK_DIGEST_DIR set, write rank<r>.txt holding the model's digest."""
-    folder = os.environ.get(RANK_DIGEST_VARIABLE)
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"rank{rank}.txt").write_text(state_digest(network) + "\n")

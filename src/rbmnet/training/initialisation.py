@@ -8,6 +8,7 @@ import torch
 
 from rbmnet.errors import RbmnetError
 from rbmnet.model.checkpoint import load_checkpoint
+from rbmnet.planning.plan import Plan
 
 HEAD_PREFIX = "head."
 
@@ -27,7 +28,8 @@ class InitialisationReport:
 def load_pretrained(network: torch.nn.Module, checkpoint_path: Path, network_config: dict) -> InitialisationReport:
     """Load every tensor but the output head; any other mismatch is an error, never a partial load."""
     checkpoint = load_checkpoint(checkpoint_path)
-    source_config = checkpoint["plan"]["network"]
+    # read as a Plan: an older checkpoint's plan may hold keys since removed (planning/plan.py REMOVED_KEYS)
+    source_config = Plan.from_dict(checkpoint["plan"], source=f"{checkpoint_path} plan").to_dict()["network"]
     if source_config != network_config:
         differing = sorted(k for k in set(source_config) | set(network_config)
                            if source_config.get(k) != network_config.get(k))

@@ -1,10 +1,16 @@
-"""The epoch loop both stages share: batches in, loss down, a log line, a checkpoint, a plot.
+"""The skeleton both training stages share, and its epoch loop.
 
-Stage-specific parts (which batches, the loss of one batch, per-epoch validation) come in as plain
-callables from pretext.py and segmentation.py, so this file is the whole recipe of an epoch.
+    run_stage: folder (rank 0; refuses to clobber a finished run) -> network (+ initialisation)
+               -> batch source -> TrainingRun -> resume or start -> train -> final report (rank 0)
+    train:     batches in, loss down, a log line, a checkpoint, a plot, per epoch
+
+A stage (pretext.py, segmentation.py) describes only what differs in a `StageSpec`: its cases, the
+loss of one batch, per-epoch validation, the records written beside its checkpoints and its final
+report, as plain values and callables; so this file is the whole recipe of a stage and an epoch.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,11 +20,18 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from rbmnet.training.background import BatchStream
-from rbmnet.model.checkpoint import (FINAL, LATEST, unwrap_network, load_checkpoint, restore_rng_state,
-                                       save_checkpoint)
+from rbmnet.io.atomic import write_json
+from rbmnet.model.checkpoint import (FINAL, LATEST, load_checkpoint, restore_rng_state, save_checkpoint,
+                                     unwrap_network)
 from rbmnet.model.device import autocast, needs_grad_scaler
-from rbmnet.training.distributed import broadcast_buffers, mean_over_ranks, write_rank_digest
+from rbmnet.model.folder import prepare_model_folder, prepare_run_folder
+from rbmnet.model.network import build_model_network
+from rbmnet.tasks.base import SegmentationTask
+from rbmnet.training.background import BatchStream
+from rbmnet.training.device_batches import batch_source
+from rbmnet.training.distributed import (all_reduce_sum, broadcast_buffers, mean_over_ranks, on_writer,
+                                         setup_distributed, training_network)
+from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.progress import TrainingLog
 
 
@@ -42,6 +55,86 @@ class TrainingRun:
     is_writer: bool = True  # only one process writes logs and checkpoints (rank 0 under DDP)
     rank: int = 0  # under DDP (distributed.py): this process's rank and the number of ranks
     world_size: int = 1
+
+
+@dataclass
+class TrainingOptions:
+    """How to run a stage (command-line flags that do not change the model)."""
+    device_name: str = "auto"
+    num_workers: int = 2
+    resume_run: bool = False
+    overwrite: bool = False
+    compile_network: bool = False
+    data_path: str = "auto"
+
+
+@dataclass
+class StageSpec:
+    kind: str  # batch kind: "pretext" or "seg"
+    model_id: str
+    run_folder: str  # inside the model folder: "" (pretext) or the fold folder
+    config: object  # the plan's stage section: epochs, iterations, batch size, optimiser, learning rate
+    output_channels: int
+    cases: list[str]  # training cases
+    records: dict[str, dict]  # JSON files written into the run folder when it is (re)started
+    meta: dict  # what a checkpoint says about its model
+    batch_loss: Callable  # (network, batch, sums_reducer) -> scalar loss
+    validate: Callable  # (network, device) -> per-epoch numbers for the log
+    curves: list[str]
+    headline: str  # what is trained, for the start line
+    final_report: Callable  # (network, model folder, run folder, device) -> None, rank 0 only
+    initialise: Callable = lambda network: None  # (network) -> line to print, or None; not on resume
+    seg_task: SegmentationTask | None = None
+    label_noise: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
+    """Train one stage; returns the model folder."""
+    plan = inputs.plan
+    context, device = setup_distributed(options.device_name)  # one process, or this rank's under torchrun
+
+    def make_folder() -> Path:  # rank 0 only: it may delete an old run
+        model_folder = prepare_model_folder(inputs.dataset_name, spec.model_id, plan.to_dict(), inputs.dataset_json)
+        folder = model_folder / spec.run_folder
+        prepare_run_folder(folder, options.resume_run, options.overwrite)
+        for name, content in spec.records.items():
+            write_json(folder / name, content)
+        return model_folder
+
+    model_folder = on_writer(context, make_folder)
+    folder = model_folder / spec.run_folder
+
+    torch.manual_seed(plan.seed)
+    network = build_model_network(plan.network, spec.output_channels).to(device)
+    said = spec.initialise(network) if not options.resume_run else "resuming from checkpoint_latest"
+    if said and context.is_writer:
+        tqdm.write(said)
+
+    source = batch_source(inputs.data, spec.cases, plan, spec.kind, plan.seed, device, options.data_path,
+                          options.num_workers, spec.label_noise, seg_task=spec.seg_task)
+    config = spec.config
+    run = TrainingRun(
+        folder=folder, network=training_network(network, context, device, options.compile_network),
+        optimizer=build_optimizer(network, config), device=device,
+        epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, make_batch=source.make_batch,
+        batch_loss=functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None),
+        validate=functools.partial(spec.validate, device=device),
+        checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
+        learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
+        curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
+        is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
+    if context.is_writer:
+        for note in spec.notes:
+            tqdm.write(f"note: {note}")
+        tqdm.write(f"{spec.headline}, {run.epochs} epochs x {run.iterations_per_epoch} iterations, "
+                   f"batch {config.batch_size}, device {device}{context.describe()}, "
+                   f"batches on {source.choice.path} ({source.choice.reason})")
+    log = resume(run) if options.resume_run else None
+    train(run, log)
+    if context.is_writer:
+        spec.final_report(network, model_folder, folder, device)
+    return model_folder
 
 
 def resume(run: TrainingRun) -> TrainingLog:
@@ -109,7 +202,6 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     if run.is_writer:
         save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
                         **run.checkpoint_content)
-    write_rank_digest(unwrap_network(run.network), run.rank)  # test hook, only with RBMNET_TEST_RANK_DIGEST_DIR set
     return log
 
 

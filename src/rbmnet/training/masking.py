@@ -68,11 +68,6 @@ def block_mask(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Gen
     return mask
 
 
-def apply_block_mask(image: np.ndarray, mask: np.ndarray, fill_value: float) -> np.ndarray:
-    """Copy of `image` with the masked pixels set to `fill_value` (mask broadcasts over channels)."""
-    return np.where(mask, np.asarray(fill_value, dtype=image.dtype), image)
-
-
 def block_masks_torch(batch: int, height: int, width: int, config: MaskingConfig,
                       generator: torch.Generator, device) -> torch.Tensor:
     """(B, 1, H, W) bool masks built on `device`; seeded by `generator` alone.

@@ -12,20 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from rbmnet.errors import RbmnetError
-from rbmnet.io.atomic import write_json
-from rbmnet.networks import build_network
-from rbmnet.training.device_batches import batch_source
-from rbmnet.training.distributed import on_writer, setup_distributed, training_network
-from rbmnet.training.loop import TrainingRun, resume, train
+from rbmnet.layout import SPLIT_JSON, VALIDATION_FOLDER
+from rbmnet.model.folder import pretext_model_id
+from rbmnet.model.sobel import network_input
 from rbmnet.training.masking import block_mask
-from rbmnet.model.folder import prepare_model_folder, prepare_run_folder, pretext_model_id
-from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.pretext_report import write_pretext_report
 from rbmnet.training.setup import StageInputs
-from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
+from rbmnet.training.loop import StageSpec, TrainingOptions, run_stage
 
 RECONSTRUCTION_CHANNELS = 1
 
@@ -56,7 +51,8 @@ def reconstruct(network: torch.nn.Module, image: torch.Tensor, mask: torch.Tenso
     return torch.sigmoid(network(masked_input(image, mask, fill_value)).float())
 
 
-def pretext_batch_loss(network: torch.nn.Module, batch: dict, fill_value: float) -> torch.Tensor:
+def pretext_batch_loss(network: torch.nn.Module, batch: dict, fill_value: float, sums_reducer=None) -> torch.Tensor:
+    """L1 is a mean: DDP's gradient averaging makes it global, so `sums_reducer` is not needed."""
     return reconstruction_l1(reconstruct(network, batch["image"], batch["mask"], fill_value), batch["image"])
 
 
@@ -83,50 +79,28 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
                 overwrite: bool = False, model_tag: str = "", compile_network: bool = False,
                 data_path: str = "auto") -> Path:
     plan = inputs.plan
-    context, device = setup_distributed(device_name)  # one process, or this rank's under torchrun
-    architecture = plan.network.architecture
     names = inputs.data.names("labeled") + inputs.data.names("unlabeled")
     train_names, val_names = pretext_split(names, plan.pretext.validation_fraction, plan.seed)
-
-    model_id = pretext_model_id(architecture, plan.plans_name, model_tag)
-
-    def make_folder() -> Path:  # rank 0 only: it may delete an old run
-        folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
-        prepare_run_folder(folder, resume_run, overwrite)
-        write_json(folder / "split.json", {"train": train_names, "val": val_names})
-        return folder
-
-    folder = on_writer(context, make_folder)
-
-    torch.manual_seed(plan.seed)
-    network = build_network(plan.network, RECONSTRUCTION_CHANNELS, input_channels=NETWORK_INPUT_CHANNELS).to(device)
-    optimizer = build_optimizer(network, plan.pretext)
+    model_id = pretext_model_id(plan.network.architecture, plan.plans_name, model_tag)
     fill = plan.masking.fill_value
     val_images = np.stack([inputs.data.image(n) for n in val_names]).astype(np.float32)
     val_masks = validation_masks(val_names, plan.input_size, plan.masking, plan.seed)
 
-    source = batch_source(inputs.data, train_names, plan, "pretext", plan.seed, device, data_path, num_workers)
-    run = TrainingRun(
-        folder=folder, network=training_network(network, context, device, compile_network), optimizer=optimizer,
-        device=device, epochs=plan.pretext.epochs, iterations_per_epoch=plan.pretext.iterations_per_epoch,
-        make_batch=source.make_batch,
+    def final_report(network, model_folder: Path, folder: Path, device) -> None:
+        write_pretext_report(folder / VALIDATION_FOLDER, network, val_names, val_images, val_masks, fill, device,
+                             batch_size=plan.pretext.batch_size)
+
+    spec = StageSpec(
+        kind="pretext", model_id=model_id, run_folder="", config=plan.pretext,
+        output_channels=RECONSTRUCTION_CHANNELS, cases=train_names,
+        records={SPLIT_JSON: {"train": train_names, "val": val_names}},
+        meta={"stage": "pretext", "architecture": plan.network.architecture, "model_id": model_id,
+              "output_channels": RECONSTRUCTION_CHANNELS, "seed": plan.seed},
         batch_loss=functools.partial(pretext_batch_loss, fill_value=fill),
         validate=functools.partial(validation_loss, images=val_images, masks=val_masks, fill_value=fill,
-                                   device=device, batch_size=plan.pretext.batch_size),
-        checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json,
-                            "meta": {"stage": "pretext", "architecture": architecture, "model_id": model_id,
-                                     "output_channels": RECONSTRUCTION_CHANNELS, "seed": plan.seed}},
-        learning_rate=plan.pretext.learning_rate, num_workers=source.num_workers,
-        lr_schedule=plan.pretext.lr_schedule, curves=["train_loss", "val_loss", "val_loss_masked"],
-        title=f"pretext {model_id}", is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
-    if context.is_writer:
-        tqdm.write(f"pretext training {model_id}: {len(train_names)} images, {len(val_names)} held out, "
-                   f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {plan.pretext.batch_size}, "
-                   f"device {device}{context.describe()}, batches on {source.choice.path} "
-                   f"({source.choice.reason})")
-    log = resume(run) if resume_run else None
-    train(run, log)
-    if context.is_writer:
-        write_pretext_report(folder / "validation", network, val_names, val_images, val_masks, fill, device,
-                             batch_size=plan.pretext.batch_size)
-    return folder
+                                   batch_size=plan.pretext.batch_size),
+        curves=["train_loss", "val_loss", "val_loss_masked"],
+        headline=f"pretext training {model_id}: {len(train_names)} images, {len(val_names)} held out",
+        final_report=final_report)
+    return run_stage(inputs, spec, TrainingOptions(device_name, num_workers, resume_run, overwrite, compile_network,
+                                                   data_path))

@@ -10,6 +10,7 @@ from rbmnet.evaluation.image_metrics import reconstruction_metrics, summarize_re
 from rbmnet.evaluation.lpips_metric import load_lpips
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import atomic_path, write_json
+from rbmnet.layout import SUMMARY_JSON
 from rbmnet.model.device import autocast
 from rbmnet.model.sobel import sobel_magnitude
 
@@ -48,7 +49,7 @@ def write_pretext_report(folder: Path, network, names: list[str], images: np.nda
         "masked_fraction_mean": float(masks.mean()),
         "per_image": per_image,
     }
-    write_json(folder / "summary.json", json_ready(summary))  # NaN (empty mask) becomes null, valid JSON
+    write_json(folder / SUMMARY_JSON, json_ready(summary))  # NaN (empty mask) becomes null, valid JSON
     write_reconstruction_figure(folder / FIGURE_NAME, names, masked_inputs, images, reconstructions)
     return summary
 

@@ -5,9 +5,7 @@ import json
 from pathlib import Path
 
 from rbmnet.io.atomic import atomic_path, write_text
-
-LOG_NAME = "training_log.jsonl"
-PLOT_NAME = "progress.png"
+from rbmnet.layout import PROGRESS_PNG, TRAINING_LOG
 
 
 class TrainingLog:
@@ -18,7 +16,7 @@ class TrainingLog:
     @classmethod
     def read(cls, folder: Path) -> "TrainingLog":
         """The log a run wrote into `folder` (empty when it wrote none)."""
-        path = Path(folder) / LOG_NAME
+        path = Path(folder) / TRAINING_LOG
         lines = path.read_text().splitlines() if path.is_file() else []
         return cls(folder, [json.loads(line) for line in lines if line.strip()])
 
@@ -29,7 +27,7 @@ class TrainingLog:
     def write(self) -> None:
         # the whole file is rewritten atomically: after a resume it holds exactly the checkpoint's epochs
         text = "".join(json.dumps(e) + "\n" for e in self.entries)
-        write_text(self.folder / LOG_NAME, text)
+        write_text(self.folder / TRAINING_LOG, text)
 
     def plot(self, curves: list[str], title: str) -> None:
         import matplotlib
@@ -48,6 +46,6 @@ class TrainingLog:
         axis.grid(alpha=0.3)
         axis.legend()
         fig.tight_layout()
-        with atomic_path(self.folder / PLOT_NAME) as tmp:
+        with atomic_path(self.folder / PROGRESS_PNG) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)

@@ -9,18 +9,19 @@ import numpy as np
 from rbmnet.evaluation.reports import crossval_summary, write_crossval_summary
 from rbmnet.io.atomic import atomic_path, read_json, write_json
 from rbmnet.io.images import read_image, read_label, write_png
-from rbmnet.model.folder import POSTPROCESSING_JSON
+from rbmnet.layout import (LABELS_TR, NUMBERED_FOLDS_GLOB, POSTPROCESSING_JSON, SUMMARY_JSON, TRAINING_CASES_JSON,
+                           VALIDATION_FOLDER, fold_of_folder_name)
 from rbmnet.model.forward import predict_arrays
 from rbmnet.preprocessing.transforms import restore_probabilities
 from rbmnet.tasks.base import SegmentationTask
 
-FIGURE_NAME = "validation_examples.png"  # beside validation/, so that folder holds only masks
+FIGURE_NAME = "validation_examples.png"  # beside validation/ (VALIDATION_FOLDER), so that folder holds only masks
 EXAMPLE_COLOURS = "nipy_spectral"  # tooth numbers in distinct colours; a binary mask shows in one
 
 
 def validate_fold(folder: Path, network, inputs, val_names: list[str], device, plan, meta: dict,
                   task: SegmentationTask) -> dict:
-    out_dir = Path(folder) / "validation"
+    out_dir = Path(folder) / VALIDATION_FOLDER
     records = [inputs.data.record(n) for n in val_names]
     per_case, examples = [], []
     # a few cases at a time: teeth probabilities have up to 33 channels at the original size
@@ -50,7 +51,7 @@ VALIDATION_CHUNK = 8
 
 
 def reference_path(raw_dir: Path, case: str, dataset_json: dict) -> Path:
-    return Path(raw_dir) / "labelsTr" / f"{case}{dataset_json['file_ending']}"
+    return Path(raw_dir) / LABELS_TR / f"{case}{dataset_json['file_ending']}"
 
 
 def write_crossval_if_several(model_folder: Path, task: SegmentationTask) -> dict | None:
@@ -64,10 +65,10 @@ def write_crossval_if_several(model_folder: Path, task: SegmentationTask) -> dic
 
 def finished_fold_summaries(model_folder: Path) -> dict[int, dict]:
     summaries = {}
-    for fold_dir in sorted(Path(model_folder).glob("fold_[0-9]*")):
-        path = fold_dir / "validation" / "summary.json"
+    for fold_dir in sorted(Path(model_folder).glob(NUMBERED_FOLDS_GLOB)):
+        path = fold_dir / VALIDATION_FOLDER / SUMMARY_JSON
         if path.is_file():
-            summaries[int(fold_dir.name.split("_")[1])] = read_json(path)
+            summaries[int(fold_of_folder_name(fold_dir.name))] = read_json(path)
     return summaries
 
 
@@ -107,20 +108,21 @@ def decide_postprocessing_if_any(model_folder: Path, raw_dir: Path, dataset_json
     from rbmnet.tasks.teeth_postprocessing import decide_postprocessing, min_tooth_size
 
     cases, training = [], set()
-    for fold_dir in sorted(Path(model_folder).glob("fold_[0-9]*")):
-        if not (fold_dir / "validation" / "summary.json").is_file():
+    for fold_dir in sorted(Path(model_folder).glob(NUMBERED_FOLDS_GLOB)):
+        if not (fold_dir / VALIDATION_FOLDER / SUMMARY_JSON).is_file():
             continue
-        record = read_json(fold_dir / "training_cases.json")
+        record = read_json(fold_dir / TRAINING_CASES_JSON)
         training.update(record["cases"])
         for case in record["validation_cases"]:
-            cases.append((read_label(fold_dir / "validation" / f"{case}.png"),
+            cases.append((read_label(fold_dir / VALIDATION_FOLDER / f"{case}.png"),
                           read_label(reference_path(raw_dir, case, dataset_json))))
     if not cases:
         return None
     params = {"min_size": min_tooth_size(read_label(reference_path(raw_dir, c, dataset_json)) for c in sorted(training))}
     decision = decide_postprocessing(cases, task.numbering, params, list(task.postprocessing_candidates))
-    decision["folds"] = sorted(int(p.name.split("_")[1]) for p in Path(model_folder).glob("fold_[0-9]*")
-                               if (p / "validation" / "summary.json").is_file())
+    decision["folds"] = sorted(int(fold_of_folder_name(p.name))
+                               for p in Path(model_folder).glob(NUMBERED_FOLDS_GLOB)
+                               if (p / VALIDATION_FOLDER / SUMMARY_JSON).is_file())
     write_json(Path(model_folder) / POSTPROCESSING_JSON, decision)
     scores = decision["scores"]
     print(f"post-processing on {len(cases)} validation cases of folds {decision['folds']}: "

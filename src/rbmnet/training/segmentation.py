@@ -14,28 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rbmnet.errors import RbmnetError
-from rbmnet.io.atomic import read_json, write_json
-from rbmnet.networks import build_network
+from rbmnet.io.atomic import read_json
+from rbmnet.model.checkpoint import FINAL
+from rbmnet.layout import LABELS_TR, SPLITS_JSON, TRAINING_CASES_JSON, fold_folder_name
+from rbmnet.model.folder import INIT_TAGS, pretext_model_id, segmentation_model_id
+from rbmnet.model.sobel import network_input
 from rbmnet.paths import results_dataset_dir
 from rbmnet.tasks import build_task
 from rbmnet.tasks.base import SegmentationTask
-from rbmnet.model.checkpoint import FINAL
-from rbmnet.training.device_batches import batch_source
-from rbmnet.training.distributed import all_reduce_sum, on_writer, setup_distributed, training_network
 from rbmnet.training.fraction import training_subset
 from rbmnet.training.initialisation import load_pretrained
 from rbmnet.training.label_noise import check_share, corrupted_cases
-from rbmnet.training.loop import TrainingRun, resume, train
-from rbmnet.tasks.losses import dice_bce_loss
-from rbmnet.model.folder import (INIT_TAGS, fold_folder_name, prepare_model_folder, prepare_run_folder,
-                                          pretext_model_id, segmentation_model_id)
-from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.seg_validation import decide_postprocessing_if_any, validate_fold, write_crossval_if_several
 from rbmnet.training.setup import StageInputs
-from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS, network_input
+from rbmnet.training.loop import StageSpec, TrainingOptions, run_stage
 
 MAX_EPOCH_VALIDATION_CASES = 32  # per-epoch pseudo Dice on a fixed subset; the final report uses all
 
@@ -43,7 +37,7 @@ MAX_EPOCH_VALIDATION_CASES = 32  # per-epoch pseudo Dice on a fixed subset; the 
 def fold_split(preprocessed_dir: Path, fold: str, labeled: list[str]) -> tuple[list[str], list[str]]:
     if fold == "all":
         return sorted(labeled), []
-    splits_path = preprocessed_dir / "splits_final.json"
+    splits_path = preprocessed_dir / SPLITS_JSON
     if not splits_path.is_file():
         raise RbmnetError(f"{splits_path}: missing; run rbmnet_plan_and_preprocess first")
     splits = read_json(splits_path)
@@ -69,6 +63,12 @@ def resolve_initialisation(init: str | None, dataset_name: str, architecture: st
     if not path.is_file():
         raise RbmnetError(f"--init {init}: not 'pretext', 'scratch' or an existing checkpoint file")
     return f"init-{path.parent.name}", path
+
+
+def check_label_values(inputs: StageInputs, cases: list[str], task: SegmentationTask) -> None:
+    """Every label map holds only values the task knows (dataset.json labels); the error names the file."""
+    for case in cases:
+        task.encode(inputs.data.label(case), str(inputs.raw_dir / LABELS_TR / f"{case}{inputs.dataset_json['file_ending']}"))
 
 
 def seg_batch_loss(network, batch: dict, task: SegmentationTask, sums_reducer=None) -> torch.Tensor:
@@ -104,9 +104,9 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
     plan = inputs.plan
     architecture = architecture or plan.network.architecture
     plan = replace(plan, network=replace(plan.network, architecture=architecture))
+    inputs = replace(inputs, plan=plan)
     config = plan.segmentation
     label_noise = check_share(label_noise)
-    context, device = setup_distributed(device_name)  # one process, or this rank's under torchrun
     labeled = inputs.data.names("labeled")
     train_split, val_split = fold_split(inputs.preprocessed_dir, fold, labeled)
     subset = training_subset(train_split, config.fraction, len(labeled), plan.seed, fold)
@@ -115,28 +115,7 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
     init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name)
     model_id = segmentation_model_id(architecture, init_tag, config.fraction, plan.plans_name, label_noise,
                                      model_tag, task.model_id_tag)
-
-    def make_folder() -> Path:  # rank 0 only: it may delete an old run
-        model_folder = prepare_model_folder(inputs.dataset_name, model_id, plan.to_dict(), inputs.dataset_json)
-        folder = model_folder / fold_folder_name(fold)
-        prepare_run_folder(folder, resume_run, overwrite)
-        noisy = corrupted_cases(subset, label_noise, plan.seed)
-        write_json(folder / "training_cases.json", {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
-                                                    "label_noise": label_noise, "noisy_label_cases": noisy,
-                                                    "cases": subset, "validation_cases": val_split})
-        return model_folder
-
-    model_folder = on_writer(context, make_folder)
-    folder = model_folder / fold_folder_name(fold)
-
-    torch.manual_seed(plan.seed)
-    network = build_network(plan.network, task.output_channels, input_channels=NETWORK_INPUT_CHANNELS).to(device)
-    if init_path is not None and not resume_run:
-        loaded = load_pretrained(network, init_path, plan.to_dict()["network"]).describe()
-        if context.is_writer:
-            tqdm.write(loaded)
-    elif context.is_writer:
-        tqdm.write("initialised from scratch" if init_path is None else f"resuming; initialisation was {init_path}")
+    check_label_values(inputs, subset + val_split, task)  # before anything is written
 
     epoch_val = val_split[:MAX_EPOCH_VALIDATION_CASES]
     val_images = np.stack([inputs.data.image(n) for n in epoch_val]).astype(np.float32) if epoch_val else np.zeros(0)
@@ -145,32 +124,33 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
             "output_channels": task.output_channels, "task": config.task, "fraction": config.fraction,
             "seed": plan.seed, "initialisation": str(init_path) if init_path else "scratch",
             "label_noise": label_noise, "labels": inputs.dataset_json["labels"]}
-    source = batch_source(inputs.data, subset, plan, "seg", plan.seed, device, data_path, num_workers, label_noise,
-                          seg_task=task)
-    run = TrainingRun(
-        folder=folder, network=training_network(network, context, device, compile_network),
-        optimizer=build_optimizer(network, config), device=device,
-        epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch,
-        make_batch=source.make_batch,
-        batch_loss=functools.partial(seg_batch_loss, task=task,
-                                     sums_reducer=all_reduce_sum if context.enabled else None),
-        validate=functools.partial(pseudo_dice, images=val_images, targets=val_targets, device=device,
-                                   batch_size=config.batch_size, task=task),
-        checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": meta},
-        learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
-        curves=["train_loss", "val_pseudo_dice"], title=f"{model_id} fold {fold}",
-        is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
-    if context.is_writer and task.note:
-        tqdm.write(f"note: {task.note}")
-    if context.is_writer:
-        tqdm.write(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
-                   f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases, "
-                   f"{run.epochs} epochs x {run.iterations_per_epoch} iterations, batch {config.batch_size}, "
-                   f"device {device}{context.describe()}, batches on {source.choice.path} ({source.choice.reason})")
-    log = resume(run) if resume_run else None
-    train(run, log)
-    if val_split and context.is_writer:
+
+    def initialise(network) -> str:
+        if init_path is None:
+            return "initialised from scratch"
+        return load_pretrained(network, init_path, plan.to_dict()["network"]).describe()
+
+    def final_report(network, model_folder: Path, folder: Path, device) -> None:
+        if not val_split:
+            return
         validate_fold(folder, network, inputs, val_split, device, plan, meta, task)
         write_crossval_if_several(model_folder, task)
         decide_postprocessing_if_any(model_folder, inputs.raw_dir, inputs.dataset_json, task)
-    return model_folder
+
+    spec = StageSpec(
+        kind="seg", model_id=model_id, run_folder=fold_folder_name(fold), config=config,
+        output_channels=task.output_channels, cases=subset,
+        records={TRAINING_CASES_JSON: {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
+                                         "label_noise": label_noise,
+                                         "noisy_label_cases": corrupted_cases(subset, label_noise, plan.seed),
+                                         "cases": subset, "validation_cases": val_split}},
+        meta=meta, batch_loss=functools.partial(seg_batch_loss, task=task),
+        validate=functools.partial(pseudo_dice, images=val_images, targets=val_targets,
+                                   batch_size=config.batch_size, task=task),
+        curves=["train_loss", "val_pseudo_dice"],
+        headline=(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
+                  f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases"),
+        final_report=final_report, initialise=initialise, seg_task=task, label_noise=label_noise,
+        notes=[task.note] if task.note else [])
+    return run_stage(inputs, spec, TrainingOptions(device_name, num_workers, resume_run, overwrite, compile_network,
+                                                   data_path))

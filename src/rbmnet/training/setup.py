@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rbmnet.data.dataset_json import load_dataset_json
 from rbmnet.errors import RbmnetError
+from rbmnet.layout import plans_file_name
 from rbmnet.paths import preprocessed_dataset_dir, raw_dataset_dir, resolve_dataset_name
 from rbmnet.planning.plan import Plan, apply_overrides, load_plan
 from rbmnet.preprocessing.store import PreprocessedDataset, configuration_dir
@@ -24,7 +25,7 @@ class StageInputs:
 def load_stage_inputs(dataset: str | None, plans_name: str, overrides: dict) -> StageInputs:
     name = resolve_dataset_name(dataset)
     preprocessed_dir = preprocessed_dataset_dir(name)
-    plan = load_plan(preprocessed_dir / f"{plans_name}.json")
+    plan = load_plan(preprocessed_dir / plans_file_name(plans_name))
     if overrides:
         plan = apply_overrides(plan, overrides)
     data = PreprocessedDataset(configuration_dir(preprocessed_dir, plan.configuration))
