@@ -19,10 +19,7 @@ Profiles:
 """
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import pandas as pd
 
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import read_json, write_json
+from workdir import convert_once, rbmnet, work_environment
 
 DEFAULT_DATASET = "UFBA425"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,14 +69,6 @@ PAPER = {
 METRICS = ("dice", "jaccard", "precision", "recall")
 
 
-def rbmnet(module: str, *args: str, env: dict) -> None:
-    command = [sys.executable, "-m", f"rbmnet.cli.{module}", *args]
-    print("$ " + " ".join(command), file=sys.stderr, flush=True)
-    completed = subprocess.run(command, env=env)
-    if completed.returncode != 0:
-        raise SystemExit(f"error: {module} exited with {completed.returncode}")
-
-
 def compare_with_paper(table: pd.DataFrame) -> list[dict]:
     cells = []
     for row in table.to_dict("records"):
@@ -110,12 +100,9 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noi
     # the paper's table is tooth vs background, whatever numbering the labels carry
     binary = ["--set", 'segmentation.task="binary"']
     work = (work or Path(f"/tmp/rbmnet_label_efficiency_{profile}")).resolve()
-    env = {**os.environ, "RBMNET_RAW": str(work / "rbmnet_raw"),
-           "RBMNET_PREPROCESSED": str(work / "rbmnet_preprocessed"), "RBMNET_RESULTS": str(work / "rbmnet_results")}
+    env = work_environment(work)
     started = time.perf_counter()
-    if not (work / "rbmnet_raw" / dataset / "dataset.json").is_file():
-        rbmnet("convert", "folder", "--images", str(raw_dir / "images"), "--labels", str(raw_dir / "labels"),
-               "-d", dataset, env=env)
+    convert_once(raw_dir, work, dataset, env)
     folds, fractions = settings["folds"], settings["fractions"]
     split_args = []
     if ten_folds:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import click
 
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import read_json, write_json
+from workdir import convert_once, rbmnet, work_environment
 
 DEFAULT_DATASET = "UFBA425"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,14 +65,6 @@ ARMS = {  # name -> (plan variant, rbmnet_train seg arguments)
                                     "--init", "pretext"]),
 }
 SMOKE_ARMS = "factorized_0.2,classes_0.2,binary_0.2"
-
-
-def rbmnet(module: str, *args: str, env: dict) -> None:
-    command = [sys.executable, "-m", f"rbmnet.cli.{module}", *args]
-    print("$ " + " ".join(command), file=sys.stderr, flush=True)
-    completed = subprocess.run(command, env=env)
-    if completed.returncode != 0:
-        raise SystemExit(f"error: {module} exited with {completed.returncode}")
 
 
 def plans_name(profile: str, variant: str) -> str:
@@ -120,16 +112,13 @@ def arm_result(folder: Path) -> dict:
 def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, arms: str | None, num_workers: int,
          json_path: Path | None) -> None:
     work = (work or Path(f"/tmp/rbmnet_numbered_teeth_{profile}")).resolve()
-    env = {**os.environ, "RBMNET_RAW": str(work / "rbmnet_raw"),
-           "RBMNET_PREPROCESSED": str(work / "rbmnet_preprocessed"), "RBMNET_RESULTS": str(work / "rbmnet_results")}
+    env = work_environment(work)
     chosen = (arms or (SMOKE_ARMS if profile == "smoke" else ",".join(ARMS))).split(",")
     unknown = [a for a in chosen if a not in ARMS]
     if unknown:
         raise SystemExit(f"error: unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})")
     path = json_path or RESULTS / f"numbered_teeth_{profile}.json"
-    if not (work / "rbmnet_raw" / dataset / "dataset.json").is_file():
-        rbmnet("convert", "folder", "--images", str(raw_dir / "images"), "--labels", str(raw_dir / "labels"),
-               "-d", dataset, env=env)
+    convert_once(raw_dir, work, dataset, env)
     for variant in dict.fromkeys(ARMS[a][0] for a in chosen):
         rbmnet("plan_and_preprocess", "-d", dataset, "-p", plans_name(profile, variant), *PROFILES[profile],
                *PLAN_VARIANTS[variant], env=env)

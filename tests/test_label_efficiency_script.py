@@ -1,5 +1,6 @@
-"""benchmarks/label_efficiency.py end to end on a tiny UFBA-like folder (its smoke profile): it converts,
-plans, runs the grid, and its JSON holds the benchmark table's numbers beside the paper's."""
+"""The benchmark scripts end to end on a tiny UFBA-like folder (their smoke profiles): label_efficiency.py
+converts, plans, runs the grid, and its JSON holds the benchmark table's numbers beside the paper's;
+numbered_teeth.py trains its arms and reports each one's fold summary, and a second call retrains nothing."""
 from __future__ import annotations
 
 import json
@@ -12,22 +13,28 @@ import pytest
 
 from raw_factory import radiograph, tooth_label, write_png
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_efficiency.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def run_script(raw: Path, work: Path, report: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), str(raw), "--profile", "smoke", "--work", str(work),
+def run_script(name: str, raw: Path, work: Path, report: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), str(raw), "--profile", "smoke", "--work", str(work),
                            "--json", str(report)], capture_output=True, text=True, timeout=300)
 
 
-def test_smoke_profile_writes_the_table_and_the_paper_comparison(tmp_path):
-    raw = tmp_path / "ufba_like"
+@pytest.fixture
+def raw(tmp_path) -> Path:
+    """15 radiographs with FDI-numbered label maps, as images/ and labels/."""
+    folder = tmp_path / "ufba_like"
     for index in range(15):
         label = tooth_label((64, 128), index)
-        write_png(raw / "images" / f"cate1-{index:05d}.png", radiograph((64, 128), index, label))
-        write_png(raw / "labels" / f"cate1-{index:05d}.png", label)
+        write_png(folder / "images" / f"cate1-{index:05d}.png", radiograph((64, 128), index, label))
+        write_png(folder / "labels" / f"cate1-{index:05d}.png", label)
+    return folder
+
+
+def test_smoke_profile_writes_the_table_and_the_paper_comparison(raw, tmp_path):
     work, report = tmp_path / "work", tmp_path / "report.json"
-    first = run_script(raw, work, report)
+    first = run_script("label_efficiency.py", raw, work, report)
     assert first.returncode == 0, first.stderr[-2000:]
     result = json.loads(report.read_text())
     table = pd.read_csv(work / "rbmnet_results" / "UFBA425" / "benchmark" / "benchmark.csv")
@@ -41,7 +48,25 @@ def test_smoke_profile_writes_the_table_and_the_paper_comparison(tmp_path):
             assert cell[metric]["minus_paper"] == pytest.approx(row[f"{metric}_mean"] - paper[cell["model"]][index],
                                                                 abs=1e-4)
     assert result["plan"]["input_size"] == [64, 128] and "| U-Net |" in result["table_markdown"]
-    again = run_script(raw, work, report)  # converted once, nothing retrained
+    again = run_script("label_efficiency.py", raw, work, report)  # converted once, nothing retrained
     assert again.returncode == 0, again.stderr[-2000:]
     assert "0 trained, 0 resumed, 2 skipped" in again.stdout
     assert "rbmnet.cli.convert" not in again.stderr
+
+
+def test_numbered_teeth_smoke_profile_reports_every_arm(raw, tmp_path):
+    work, report = tmp_path / "work", tmp_path / "report.json"
+    first = run_script("numbered_teeth.py", raw, work, report)
+    assert first.returncode == 0, first.stderr[-2000:]
+    arms = json.loads(report.read_text())["arms"]
+    assert set(arms) == {"factorized_0.2", "classes_0.2", "binary_0.2"}
+    assert arms["classes_0.2"]["model_id"].endswith("__teeth-classes")
+    results = work / "rbmnet_results" / "UFBA425"
+    for name in ("factorized_0.2", "classes_0.2"):
+        summary = json.loads((results / arms[name]["model_id"] / "fold_0" / "validation" / "summary.json").read_text())
+        assert arms[name]["mean"] == summary["mean"] and set(summary["mean"]) >= {"tooth_dice", "identification_accuracy"}
+        assert arms[name]["postprocessing"]["chosen"] in arms[name]["postprocessing"]["scores"]
+    assert set(arms["binary_0.2"]["mean"]) == {"dice", "jaccard", "precision", "recall"}
+    again = run_script("numbered_teeth.py", raw, work, report)  # every arm finished: nothing retrained
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "rbmnet.cli.train" not in again.stderr and "rbmnet.cli.convert" not in again.stderr

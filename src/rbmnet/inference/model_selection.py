@@ -13,6 +13,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
 from rbmnet.layout import DATASET_JSON, FOLD_PREFIX, fold_of_folder_name
+from rbmnet.model.folder import default_folds, trained_folds
 from rbmnet.model.checkpoint import FINAL
 
 SEGMENTATION_PREFIX = "seg__"
@@ -23,19 +24,6 @@ class ModelChoice:
     folder: Path
     folds: list[str]
     how: str  # why this model: "given" or "newest segmentation model of <name>"
-
-
-def trained_folds(model_folder: Path) -> list[str]:
-    """Fold names ('0', '1', ..., 'all') whose final checkpoint exists, numbered folds in numeric order."""
-    names = [fold_of_folder_name(p.parent.name) for p in Path(model_folder).glob(f"{FOLD_PREFIX}*/{FINAL}")]
-    return sorted(names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
-
-
-def default_folds(model_folder: Path) -> list[str]:
-    """Every trained numbered fold (the cross-validation ensemble); 'all' only when nothing else exists."""
-    folds = trained_folds(model_folder)
-    numbered = [f for f in folds if f.isdigit()]
-    return numbered or folds
 
 
 def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:

@@ -21,18 +21,15 @@ from rbmnet.inference.model_selection import select_folds
 from rbmnet.inference.overlay import numbered_overlay, overlay
 from rbmnet.inference.pipeline import (Failure, OutputSettings, PredictionReport, claim_output_names, list_inputs,
                                        run_pipeline)
-from rbmnet.model.forward import probabilities
 from rbmnet.io.atomic import write_text
 from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file
-from rbmnet.networks import build_network
-from rbmnet.planning.plan import Plan
-from rbmnet.tasks import build_task
-from rbmnet.tasks.base import SegmentationTask
-from rbmnet.model.checkpoint import FINAL, load_checkpoint
 from rbmnet.model.device import resolve_device
-from rbmnet.layout import fold_folder_name
 from rbmnet.model.folder import load_postprocessing
-from rbmnet.model.sobel import NETWORK_INPUT_CHANNELS
+from rbmnet.model.forward import probabilities
+from rbmnet.model.loading import load_fold_model
+from rbmnet.planning.plan import Plan
+from rbmnet.tasks.base import SegmentationTask
+from rbmnet.tasks.binary import BinaryTask
 
 FAILURES_CSV = "failures.csv"
 
@@ -60,41 +57,23 @@ class Ensemble:
 
 
 def load_ensemble(model_folder: Path, folds: list[str], device: torch.device) -> Ensemble:
-    """Build and load each fold's network from its final checkpoint; all folds must share preprocessing."""
-    networks, plan, first = [], None, None
-    for fold in folds:
-        path = Path(model_folder) / fold_folder_name(fold) / FINAL
-        checkpoint = load_checkpoint(path)
-        meta = checkpoint.get("meta") or {}
-        if meta.get("stage") != "segmentation":
-            raise RbmnetError(f"{path}: a {meta.get('stage', 'unknown')} checkpoint, not a segmentation model")
-        fold_plan = Plan.from_dict(checkpoint["plan"], source=f"{path} plan")
-        task = build_task(fold_plan, checkpoint.get("dataset_json") or {})
-        if meta.get("output_channels", task.output_channels) != task.output_channels:
-            raise RbmnetError(f"{path}: {meta.get('output_channels')} output channels, but its task "
-                              f"{task.name} needs {task.output_channels}")
-        if plan is None:
-            plan, first = fold_plan, (fold, checkpoint)
-        elif (fold_plan.input_size, fold_plan.normalization) != (plan.input_size, plan.normalization):
-            raise RbmnetError(f"{model_folder}: folds {first[0]} and {fold} were trained with different input "
+    """Each fold's network from its final checkpoint (model/loading.py); all folds must share preprocessing."""
+    loaded = [load_fold_model(model_folder, fold) for fold in folds]
+    first = loaded[0]
+    for fold, model in zip(folds[1:], loaded[1:]):
+        if (model.plan.input_size, model.plan.normalization) != (first.plan.input_size, first.plan.normalization):
+            raise RbmnetError(f"{model_folder}: folds {folds[0]} and {fold} were trained with different input "
                               f"size or normalization; predict with them separately (-f)")
-        network = build_network(fold_plan.network, task.output_channels, meta.get("architecture"),
-                                input_channels=NETWORK_INPUT_CHANNELS)
-        try:
-            network.load_state_dict(checkpoint["network"])
-        except RuntimeError as exc:
-            raise RbmnetError(f"{path}: weights do not fit the plan's network ({str(exc).splitlines()[0]})") from None
-        # channels_last: oneDNN's convolutions run ~25 % faster on CPU without layout reorders (measured,
-        # benchmarks/predict_speed.py); on CUDA it is the layout tensor cores prefer
-        networks.append(network.to(device, memory_format=torch.channels_last).eval())
-    _, checkpoint = first
-    dataset_json = checkpoint.get("dataset_json") or {}
-    return Ensemble(networks=networks, plan=plan, folds=list(folds), device=device,
-                    model_id=checkpoint["meta"].get("model_id", Path(model_folder).name),
-                    dataset_json=dataset_json, task=build_task(plan, dataset_json))
+    # channels_last: oneDNN's convolutions run ~25 % faster on CPU without layout reorders (measured,
+    # benchmarks/predict_speed.py); on CUDA it is the layout tensor cores prefer
+    networks = [model.network.to(device, memory_format=torch.channels_last) for model in loaded]
+    return Ensemble(networks=networks, plan=first.plan, folds=list(folds), device=device,
+                    model_id=first.meta.get("model_id", Path(model_folder).name),
+                    dataset_json=first.dataset_json, task=first.task)
 
 
 OVERLAYS = {"binary": overlay, "teeth": numbered_overlay}  # by the saved map's kind
+BINARY = BinaryTask()  # --binary: any task's teeth written as the binary task's masks
 
 
 def output_settings(output_dir: Path, task: SegmentationTask, binary: bool, save_probabilities: bool,
@@ -105,7 +84,7 @@ def output_settings(output_dir: Path, task: SegmentationTask, binary: bool, save
         label_map = task.decode(restored)
         if postprocess is not None:
             label_map = postprocess(label_map)
-        return np.where(task.binary_mask(label_map), 255, 0).astype(np.uint8) if binary else label_map
+        return BINARY.index_to_labels(task.binary_mask(label_map).astype(np.uint8)) if binary else label_map
 
     kind = "binary" if binary else task.name
     return OutputSettings(output_dir, decode, task.tooth_probability, OVERLAYS[kind], save_probabilities, overlay)

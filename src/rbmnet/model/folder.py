@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
-from rbmnet.layout import DATASET_JSON, MODEL_PLANS_JSON, POSTPROCESSING_JSON
+from rbmnet.layout import DATASET_JSON, FOLD_PREFIX, MODEL_PLANS_JSON, POSTPROCESSING_JSON, fold_of_folder_name
 from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 
@@ -69,3 +69,16 @@ def load_postprocessing(model_folder: Path):
     if decision.get("chosen", "none") == "none":
         return None
     return lambda label_map: apply_postprocessing(label_map, decision)
+
+
+def trained_folds(model_folder: Path) -> list[str]:
+    """Fold names ('0', '1', ..., 'all') whose final checkpoint exists, numbered folds in numeric order."""
+    names = [fold_of_folder_name(p.parent.name) for p in Path(model_folder).glob(f"{FOLD_PREFIX}*/{FINAL}")]
+    return sorted(names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
+
+
+def default_folds(model_folder: Path) -> list[str]:
+    """Every trained numbered fold (the cross-validation ensemble); 'all' only when nothing else exists."""
+    folds = trained_folds(model_folder)
+    numbered = [f for f in folds if f.isdigit()]
+    return numbered or folds

@@ -21,19 +21,20 @@ from rbmnet.networks.unet import UNet
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    builder: Callable[..., nn.Module]  # (network section of the plan, input channels, output channels) -> module
+    # (input channels, features per stage, output channels, dropout) -> module: one signature for all
+    builder: Callable[..., nn.Module]
     description: str  # one line, shown in --help
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "resunet": Architecture("resunet", ResUNet.from_config,
+    "resunet": Architecture("resunet", ResUNet,
                             "the paper's Modified ResUNet: residual blocks that concatenate their first "
                             "BatchNorm output, U-Net skips"),
-    "unet": Architecture("unet", UNet.from_config,
+    "unet": Architecture("unet", UNet,
                          "classic U-Net: double 3x3 conv-BN-ReLU stages, max pooling, transposed-conv upsampling"),
-    "linknet": Architecture("linknet", LinkNet.from_config,
+    "linknet": Architecture("linknet", LinkNet,
                             "LinkNet: ResNet-18 encoder whose features are added to the decoder's"),
-    "pspnet": Architecture("pspnet", PSPNet.from_config,
+    "pspnet": Architecture("pspnet", PSPNet,
                            "PSPNet: dilated ResNet encoder (output stride 8), pyramid pooling, bilinear upsampling"),
 }
 
@@ -54,7 +55,7 @@ def build_network(config, output_channels: int, architecture: str | None = None,
     if name not in ARCHITECTURES:
         raise RbmnetError(f"unknown network architecture '{name}'; known: {', '.join(ARCHITECTURES)}")
     _check_config(config, input_channels, output_channels, name)
-    return ARCHITECTURES[name].builder(config, input_channels, output_channels)
+    return ARCHITECTURES[name].builder(input_channels, config.features_per_stage, output_channels, config.dropout)
 
 
 def _check_config(config, input_channels: int, output_channels: int, name: str) -> None:

@@ -53,10 +53,6 @@ class LinkNet(nn.Module):
         self.head = output_head(final_width, output_channels)
         init_he(self)
 
-    @classmethod
-    def from_config(cls, config, input_channels: int, output_channels: int) -> "LinkNet":
-        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.total_downsampling, "linknet")
         x = self.stem(x)

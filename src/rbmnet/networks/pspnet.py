@@ -66,10 +66,6 @@ class PSPNet(nn.Module):
         self.head = output_head(classifier_width, output_channels)
         init_he(self)
 
-    @classmethod
-    def from_config(cls, config, input_channels: int, output_channels: int) -> "PSPNet":
-        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         logits = self.head(self.classifier(self.pyramid(self.encoder(self.stem(x)))))

@@ -35,10 +35,6 @@ class UNet(nn.Module):
         self.head = output_head(widths[0], output_channels)
         init_he(self)
 
-    @classmethod
-    def from_config(cls, config, input_channels: int, output_channels: int) -> "UNet":
-        return cls(input_channels, config.features_per_stage, output_channels, config.dropout)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_divisible(x, self.total_downsampling, "unet")
         skips = []
