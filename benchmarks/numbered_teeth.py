@@ -12,12 +12,12 @@ again finishes the grid. benchmarks/results/numbered_teeth_<profile>.json is rew
 Arms (fold 0, same steps, batch, learning rate and seed; only the named thing differs):
     factorized_0.2      teeth, factorized head, laterality-correct flips, 20 % of the labels, scratch
     classes_0.2         the same with the classes head (one softmax channel per tooth)
-    naive_flips_0.2     factorized, left-right flips that keep the numbers (as nnU-Net does)
-    no_lr_flips_0.2     factorized, no left-right flips at all
+    naive_flips_0.2     the winning head (classes), left-right flips that keep the numbers (as nnU-Net does)
+    no_lr_flips_0.2     the winning head, no left-right flips at all
     binary_0.2          the binary task (tooth vs background), for its Dice against the teeth union
-    factorized_0.8      all of fold 0's training split (0.8 of the labels: 1.0 needs fold 'all')
-    rbm_factorized_0.2  factorized from the Random Block Masking pretext weights (pretext trained first)
-    rbm_factorized_0.8
+    classes_0.8         all of fold 0's training split (0.8 of the labels: 1.0 needs fold 'all')
+    rbm_classes_0.2     from the Random Block Masking pretext weights (pretext trained first)
+    rbm_classes_0.8
 """
 from __future__ import annotations
 
@@ -52,19 +52,35 @@ PROFILES = {
 # plan variants: the flip ablation changes augmentation keys, so its models get their own plans name
 PLAN_VARIANTS = {"base": [], "naive": ["--set", "augmentation.laterality_swap=false"],
                  "nolr": ["--set", "augmentation.mirror=false"]}
+# the head the comparison chose (classes_0.2 beat factorized_0.2 on UFBA-425 fold 0; docs/tasks.md)
+# trains every other arm, as the flip ablation must use the winning head
+HEAD = ["--task", "teeth", "--numbering-head", "classes"]
 ARMS = {  # name -> (plan variant, rbmnet_train seg arguments)
     "factorized_0.2": ("base", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.2"]),
-    "classes_0.2": ("base", ["--task", "teeth", "--numbering-head", "classes", "--fraction", "0.2"]),
-    "naive_flips_0.2": ("naive", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.2"]),
-    "no_lr_flips_0.2": ("nolr", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.2"]),
+    "classes_0.2": ("base", [*HEAD, "--fraction", "0.2"]),
+    "naive_flips_0.2": ("naive", [*HEAD, "--fraction", "0.2"]),
+    "no_lr_flips_0.2": ("nolr", [*HEAD, "--fraction", "0.2"]),
     "binary_0.2": ("base", ["--task", "binary", "--fraction", "0.2"]),
-    "factorized_0.8": ("base", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.8"]),
-    "rbm_factorized_0.2": ("base", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.2",
-                                    "--init", "pretext"]),
-    "rbm_factorized_0.8": ("base", ["--task", "teeth", "--numbering-head", "factorized", "--fraction", "0.8",
-                                    "--init", "pretext"]),
+    "classes_0.8": ("base", [*HEAD, "--fraction", "0.8"]),
+    "rbm_classes_0.2": ("base", [*HEAD, "--fraction", "0.2", "--init", "pretext"]),
+    "rbm_classes_0.8": ("base", [*HEAD, "--fraction", "0.8", "--init", "pretext"]),
 }
 SMOKE_ARMS = "factorized_0.2,classes_0.2,binary_0.2"
+# paired comparisons on the same validation cases: (name, arm a, arm b, metric of a, metric of b)
+COMPARISONS = [
+    ("classes minus factorized head", "classes_0.2", "factorized_0.2", "tooth_dice", "tooth_dice"),
+    ("classes minus factorized head", "classes_0.2", "factorized_0.2", "identification_accuracy",
+     "identification_accuracy"),
+    ("laterality-correct minus naive flips", "classes_0.2", "naive_flips_0.2", "tooth_dice", "tooth_dice"),
+    ("laterality-correct minus naive flips", "classes_0.2", "naive_flips_0.2", "identification_accuracy",
+     "identification_accuracy"),
+    ("laterality-correct minus no left-right flips", "classes_0.2", "no_lr_flips_0.2", "tooth_dice", "tooth_dice"),
+    ("laterality-correct minus no left-right flips", "classes_0.2", "no_lr_flips_0.2", "identification_accuracy",
+     "identification_accuracy"),
+    ("teeth union minus binary model", "classes_0.2", "binary_0.2", "binary_dice", "dice"),
+    ("pretext minus scratch", "rbm_classes_0.2", "classes_0.2", "tooth_dice", "tooth_dice"),
+]
+BOOTSTRAP_SAMPLES = 2000
 
 
 def plans_name(profile: str, variant: str) -> str:
@@ -80,6 +96,34 @@ def arm_folder(results: Path, plans: str, arguments: list[str]) -> Path | None:
     tail = f"__teeth-{head}" if task == "teeth" else ""
     folder = results / f"seg__resunet__{init}__frac{float(fraction):g}__{plans}{tail}"
     return folder
+
+
+def paired_difference(a: dict, b: dict, key_a: str, key_b: str, seed: int = 0) -> dict:
+    """Mean per-case difference a - b over the cases both summaries hold, with a 95 % percentile
+    bootstrap interval over cases (the cases are the same validation split, so the pairing is exact)."""
+    import numpy as np
+
+    values_a = {row["case"]: row[key_a] for row in a["per_case"]}
+    values_b = {row["case"]: row[key_b] for row in b["per_case"]}
+    cases = sorted(set(values_a) & set(values_b))
+    differences = np.array([values_a[c] - values_b[c] for c in cases], dtype=float)
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(cases), size=(BOOTSTRAP_SAMPLES, len(cases)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"cases": len(cases), "mean_difference": round(float(differences.mean()), 4),
+            "ci95": [round(float(low), 4), round(float(high), 4)],
+            "a_better_cases": int((differences > 0).sum()), "b_better_cases": int((differences < 0).sum())}
+
+
+def comparisons(results_dir: Path, arms: dict) -> list[dict]:
+    rows = []
+    for name, arm_a, arm_b, key_a, key_b in COMPARISONS:
+        if arm_a in arms and arm_b in arms:
+            summaries = [read_json(results_dir / arms[arm]["model_id"] / "fold_0" / "validation" / "summary.json")
+                         for arm in (arm_a, arm_b)]
+            rows.append({"comparison": name, "a": f"{arm_a}.{key_a}", "b": f"{arm_b}.{key_b}",
+                         **paired_difference(*summaries, key_a, key_b)})
+    return rows
 
 
 def arm_result(folder: Path) -> dict:
@@ -142,6 +186,7 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, arms: str
                    *resume, env=env)
             print(f"{arm}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         report["arms"][arm] = {"plans": plans, "arguments": arguments, **arm_result(folder)}
+        report["comparisons"] = comparisons(results_dir, report["arms"])
         write_json(path, json_ready(report))
     print(f"wrote {path}")
 

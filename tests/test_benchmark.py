@@ -224,7 +224,7 @@ def test_teeth_grid_reports_the_teeth_metrics_and_never_shares_cells_with_binary
     teeth = run_benchmark(*grid_args, "--task", "teeth", "--output", str(teeth_out))
     assert teeth.exit_code == 0, teeth.output
     assert "1 trained, 0 resumed, 0 skipped" in teeth.output
-    teeth_id = "seg__unet__scratch__frac0.25__plans__teeth-factorized"
+    teeth_id = "seg__unet__scratch__frac0.25__plans__teeth-classes"  # the default head
     fold = results / teeth_id / "fold_0"
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     table = pd.read_csv(teeth_out / "benchmark.csv")
@@ -236,7 +236,7 @@ def test_teeth_grid_reports_the_teeth_metrics_and_never_shares_cells_with_binary
         assert row[f"{metric}_std"] == 0.0  # one fold
     assert not any(column.startswith(("dice_", "jaccard_")) for column in table.columns)
     markdown = (teeth_out / "benchmark.md").read_text()
-    assert "(plan plans, task teeth (teeth-factorized))" in markdown
+    assert "(plan plans, task teeth (teeth-classes))" in markdown
     assert "tooth_dice / identification_accuracy / wrong_side_rate / binary_dice on each fold's" in markdown
     assert f"| U-Net | {format_cell(row, 1, TEETH_METRICS)} |" in markdown
     assert (teeth_out / "dice_vs_fraction.png").stat().st_size > 0

@@ -271,7 +271,7 @@ def test_training_on_the_device_path_through_the_command_line(tiny, monkeypatch,
     assert result.exit_code == 0, result.output
     assert "batches on device" in result.output and "--compile is ignored on CPU" in result.output
     # the synthetic set is FDI-numbered: the plan chose the teeth task, its default head names the model
-    fold = Path(env["RBMNET_RESULTS"]) / "Tiny" / "seg__resunet__scratch__frac0.2__plans__teeth-factorized" / "fold_0"
+    fold = Path(env["RBMNET_RESULTS"]) / "Tiny" / "seg__resunet__scratch__frac0.2__plans__teeth-classes" / "fold_0"
     log = fold / "training_log.jsonl"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(entries) == 1 and math.isfinite(entries[0]["train_loss"]) and entries[0]["train_images_per_second"] > 0

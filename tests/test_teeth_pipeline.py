@@ -19,7 +19,10 @@ from rbmnet.io.atomic import read_json, write_json
 from rbmnet.io.images import read_image, read_label, write_png
 from training_factory import TINY_PLAN, make_tiny_dataset
 
-TEETH_PLAN = {**TINY_PLAN, "segmentation.task": "teeth", "segmentation.epochs": 3}
+# the factorized head: it has every post-processing candidate (the classes head, the default, is
+# trained through the command line in test_device_batches.py and test_benchmark.py)
+TEETH_PLAN = {**TINY_PLAN, "segmentation.task": "teeth", "segmentation.numbering_head": "factorized",
+              "segmentation.epochs": 3}
 MODEL_ID = "seg__resunet__scratch__frac0.2__plans__teeth-factorized"
 
 

@@ -4,7 +4,7 @@ The model id names architecture, initialisation, training fraction and plan, so 
 scratch models and different fractions never overwrite each other:
     pretext__resunet__plans
     seg__resunet__rbm__frac0.2__plans          (fold folders fold_0 .. fold_4, or fold_all)
-    seg__resunet__scratch__frac0.2__plans__teeth-factorized   (numbered teeth, factorized head)
+    seg__resunet__scratch__frac0.2__plans__teeth-classes   (numbered teeth, classes head)
 """
 from __future__ import annotations
 

@@ -71,7 +71,9 @@ class StageConfig:
 class SegmentationConfig(StageConfig):
     fraction: float = 0.2
     task: str = "binary"  # "binary" (label > 0) or "teeth" (tooth numbers); the planner picks from dataset.json
-    numbering_head: str = "factorized"  # teeth only: "factorized" (tooth + quadrant + position) or "classes"
+    # teeth only: "classes" (one channel per tooth) or "factorized" (tooth + quadrant + position);
+    # classes measured better at the CPU budget (docs/tasks.md, Evidence)
+    numbering_head: str = "classes"
     dice_weight: float = 0.7
     bce_weight: float = 0.3  # the cross-entropy's weight for the teeth task
     threshold: float = 0.5  # on the tooth probability (binary task and the factorized head)
