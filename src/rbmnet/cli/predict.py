@@ -55,11 +55,12 @@ def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, 
     """
     from rbmnet.inference.model_selection import choose_model
     from rbmnet.inference.predictor import FAILURES_CSV, predict_folder
+    from rbmnet.model.folder import postprocessing_name
 
     fold_list = [f.strip() for text in folds for f in text.split(",") if f.strip()] or None
     choice = choose_model(dataset, model, fold_list)
     click.echo(f"model: {choice.folder} ({choice.how}); folds {', '.join(choice.folds)}; "
-               f"tta {'on' if tta else 'off'}")
+               f"tta {'on' if tta else 'off'}; post-processing {postprocessing_name(choice.folder)}")
     report = predict_folder(input_dir, output_dir, choice.folder, choice.folds, tta=tta, device=device,
                             batch_size=batch_size, num_workers=num_workers, save_probabilities=save_probabilities,
                             overlay=overlay, resume=resume, progress=not quiet, binary=binary)

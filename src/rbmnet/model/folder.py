@@ -58,6 +58,12 @@ def prepare_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
+def postprocessing_name(model_folder: Path) -> str:
+    """The post-processing the model decided on ('none' when it has no decision)."""
+    path = Path(model_folder) / POSTPROCESSING_JSON
+    return read_json(path).get("chosen", "none") if path.is_file() else "none"
+
+
 def load_postprocessing(model_folder: Path):
     """The model's post-processing as a function label map -> label map, or None (none decided)."""
     path = Path(model_folder) / POSTPROCESSING_JSON
