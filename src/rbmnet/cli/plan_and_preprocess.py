@@ -85,6 +85,9 @@ def plan_and_preprocess(dataset_name: str | None, plans_name: str = DEFAULT_PLAN
                  f"{derivation['per_sample_bytes'] / GIB:.2f} GiB per sample)")
         echo(f"  epochs x iterations: pretext {plan.pretext.epochs} x {plan.pretext.iterations_per_epoch}, "
              f"segmentation {plan.segmentation.epochs} x {plan.segmentation.iterations_per_epoch}")
+        head = f", numbering head {plan.segmentation.numbering_head}" if plan.segmentation.task == "teeth" else ""
+        echo(f"  segmentation task: {plan.segmentation.task}{head} "
+             f"({derivation.get('task_rule', 'kept from the existing plan')})")
         echo(f"splits: {len(splits)} folds over {len(labeled)} labeled cases "
              f"({'new' if splits_created else 'kept'}) in {out_dir / SPLITS_JSON}")
         echo(f"preprocessed: {preprocessed_dir} ({'written' if written else 'up to date, skipped'})")
