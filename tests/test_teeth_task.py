@@ -217,3 +217,17 @@ def test_classes_head_has_one_channel_per_tooth_and_background():
     assert isinstance(task, ClassesTeethTask) and task.output_channels == 33 and task.num_classes == 33
     order = task.channel_flip_order
     assert order[0] == 0 and sorted(order) == list(range(33))
+
+
+def test_teeth_without_a_numbering_are_scored_without_a_wrong_side():
+    import math
+
+    from rbmnet.evaluation.numbering_metrics import teeth_case_metrics
+
+    task = build_task(teeth_plan("classes"), {"labels": {"background": 0, "a": 1, "b": 2}, "tooth_numbering": None})
+    reference = np.zeros((4, 6), np.uint8)
+    reference[:, :3], reference[:, 3:] = 1, 2
+    metrics = task.case_metrics(reference, reference)
+    assert metrics["tooth_dice"] == 1.0 and metrics["identification_accuracy"] == 1.0
+    assert metrics["wrong_side"] == 0 and math.isnan(metrics["wrong_side_rate"])
+    assert teeth_case_metrics(reference, reference, None)["matched"] == 2

@@ -14,7 +14,7 @@ is a tooth number (FDI or Universal). A tooth is the set of pixels carrying one 
                      counted once; 1.0 when both maps are empty
     wrong_side       reference teeth whose pixels predicted as teeth mostly (a strict plurality) carry the
                      contralateral number, i.e. the right tooth on the patient's wrong side
-    wrong_side_rate  wrong_side / reference_teeth; 0.0 without reference teeth
+    wrong_side_rate  wrong_side / reference_teeth; 0.0 without reference teeth; NaN without a numbering
     missed           reference teeth that no predicted tooth of any number overlaps with IoU >= 0.5
     extra            predicted teeth that overlap no reference tooth of any number with IoU >= 0.5
     binary_*         case_metrics of the union of all teeth (prediction > 0 vs reference > 0)
@@ -42,7 +42,7 @@ TEETH_COUNTS = ("matched", "predicted_teeth", "reference_teeth", "wrong_side", "
 BINARY_METRICS = ("dice", "jaccard", "precision", "recall")
 
 
-def teeth_case_metrics(prediction: np.ndarray, reference: np.ndarray, numbering: ToothNumbering) -> dict:
+def teeth_case_metrics(prediction: np.ndarray, reference: np.ndarray, numbering: ToothNumbering | None) -> dict:
     """Per-tooth Dice, identification accuracy, wrong-side, missed and extra teeth of one case."""
     prediction, reference = np.asarray(prediction), np.asarray(reference)
     if prediction.shape != reference.shape:
@@ -63,7 +63,8 @@ def teeth_case_metrics(prediction: np.ndarray, reference: np.ndarray, numbering:
     dice = 2 * same / (predicted_area[numbers] + reference_area[numbers])
     matched = int(np.count_nonzero(overlaps[numbers - 1, numbers - 1]))
     teeth = len(predicted) + len(referenced) - matched
-    wrong_side = sum(_is_wrong_side(joint, int(number), numbering) for number in referenced)
+    # without a known numbering there is no "other side": wrong_side stays 0 and its rate NaN (null in JSON)
+    wrong_side = sum(_is_wrong_side(joint, int(number), numbering) for number in referenced) if numbering else 0
 
     metrics = {
         "per_tooth_dice": {int(n): float(d) for n, d in zip(numbers, dice)},
@@ -73,7 +74,7 @@ def teeth_case_metrics(prediction: np.ndarray, reference: np.ndarray, numbering:
         "predicted_teeth": len(predicted),
         "reference_teeth": len(referenced),
         "wrong_side": wrong_side,
-        "wrong_side_rate": wrong_side / len(referenced) if len(referenced) else 0.0,
+        "wrong_side_rate": (wrong_side / len(referenced) if len(referenced) else 0.0) if numbering else float("nan"),
         "missed": int(np.count_nonzero(~overlaps[:, referenced - 1].any(axis=0))),
         "extra": int(np.count_nonzero(~overlaps[predicted - 1, :].any(axis=1))),
     }
