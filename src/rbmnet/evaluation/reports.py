@@ -40,7 +40,7 @@ def write_segmentation_summary(folder: str | Path, per_case: list[dict], extra: 
     summary["per_case"] = per_case
     write_json(folder / SUMMARY_JSON, json_ready(summary))
     key_columns = ["case", "label"] if labels else ["case"]
-    _write_csv(folder / SUMMARY_CSV, _rows_with_statistics(per_case, summary, key_columns),
+    write_csv(folder / SUMMARY_CSV, _rows_with_statistics(per_case, summary, key_columns),
                key_columns + list(METRICS) + list(COUNTS))
     return summary
 
@@ -80,7 +80,7 @@ def write_crossval_summary(folder: str | Path, fold_summaries: dict, extra: dict
     write_json(folder / CROSSVAL_JSON, json_ready(result))
     rows = [{"fold": fold, **means} for fold, means in result["fold_means"].items()]
     rows += [{"fold": statistic, **result[statistic]} for statistic in ("mean", "std")]
-    _write_csv(folder / CROSSVAL_CSV, rows, ["fold", *metrics])
+    write_csv(folder / CROSSVAL_CSV, rows, ["fold", *metrics])
     return result
 
 
@@ -117,7 +117,8 @@ def _rows_with_statistics(per_case: list[dict], summary: dict, key_columns: list
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """rows as a CSV with these columns, written atomically; count columns as integers."""
     frame = pd.DataFrame(rows, columns=columns)
     for column in INTEGER_COLUMNS & set(columns):
         # nullable integers: counts stay "16", not "16.0", beside the blank cells of statistic rows

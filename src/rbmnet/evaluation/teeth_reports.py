@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from rbmnet.evaluation.dental_chart import write_dental_chart
 from rbmnet.evaluation.numbering_metrics import TEETH_COUNTS, TEETH_METRICS, summarize_teeth
-from rbmnet.evaluation.reports import STATISTICS, json_ready
-from rbmnet.io.atomic import atomic_path, write_json
+from rbmnet.evaluation.reports import STATISTICS, json_ready, write_csv
+from rbmnet.io.atomic import write_json
 from rbmnet.layout import SUMMARY_CSV, SUMMARY_JSON
 
 PER_TOOTH_CSV = "per_tooth.csv"
@@ -30,9 +28,9 @@ def write_teeth_summary(folder: str | Path, per_case: list[dict], extra: dict | 
     columns = ["case", *TEETH_METRICS, *[c for c in TEETH_COUNTS if c in per_case[0]]]
     rows = [{k: row.get(k) for k in columns} for row in per_case]
     rows += [{"case": statistic, **summary[statistic]} for statistic in STATISTICS if statistic in summary]
-    _write_csv(folder / SUMMARY_CSV, pd.DataFrame(rows, columns=columns))
-    per_tooth = pd.DataFrame([{"tooth": int(number), **values} for number, values in summary["per_tooth"].items()])
-    _write_csv(folder / PER_TOOTH_CSV, per_tooth)
+    write_csv(folder / SUMMARY_CSV, rows, columns)
+    per_tooth = [{"tooth": int(number), **values} for number, values in summary["per_tooth"].items()]
+    write_csv(folder / PER_TOOTH_CSV, per_tooth, ["tooth", "dice_mean", "cases"])
     if chart_path is not None:
         scores = {int(number): values["dice_mean"] for number, values in summary["per_tooth"].items()}
         write_dental_chart(chart_path, scores, numbering, title=f"mean Dice per tooth, {summary['num_cases']} cases")
@@ -43,7 +41,3 @@ def write_teeth_summary(folder: str | Path, per_case: list[dict], extra: dict | 
                                title=f"{row['case']}: Dice per tooth")
     return summary
 
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)

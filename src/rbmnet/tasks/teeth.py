@@ -134,8 +134,9 @@ class FactorizedTeethTask(TeethTask):
                                   f"{number}: use segmentation.numbering_head \"classes\"")
             quadrant.append(q - 1)
             position.append(p - 1)
-        self.quadrant_of_index = torch.tensor(quadrant)
-        self.position_of_index = torch.tensor(position)
+        # index -> (quadrant, position) targets; kept per device so no step copies it there again
+        self.quadrant_position_of_index = torch.tensor([quadrant, position])
+        self._tables_on: dict[torch.device, torch.Tensor] = {}
         # (quadrant, position) -> index; 0 where the dataset declares no such tooth
         self.index_of_qp = np.zeros((len(PERMANENT_QUADRANTS), len(POSITIONS)), dtype=np.uint8)
         for i, (q, p) in enumerate(zip(quadrant[1:], position[1:]), start=1):
@@ -158,8 +159,9 @@ class FactorizedTeethTask(TeethTask):
         logits = logits.float()
         index = check_index_target(target)
         tooth = (index > 0).to(logits.dtype)[:, None]
-        quadrant = self.quadrant_of_index.to(index.device)[index]
-        position = self.position_of_index.to(index.device)[index]
+        if index.device not in self._tables_on:
+            self._tables_on[index.device] = self.quadrant_position_of_index.to(index.device)
+        quadrant, position = self._tables_on[index.device][:, index]
         return (dice_bce_loss(logits[:, :1], tooth, self.dice_weight, self.ce_weight, sums_reducer=sums_reducer)
                 + masked_cross_entropy(logits[:, QUADRANT_CHANNELS], quadrant, IGNORE)
                 + masked_cross_entropy(logits[:, POSITION_CHANNELS], position, IGNORE))
