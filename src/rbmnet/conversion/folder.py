@@ -3,7 +3,8 @@
 Images may be png, jpg, bmp or tif, 8- or 16-bit, gray or RGB with equal channels (collapsed to
 gray); they are written as PNG keeping their bit depth. Label values are kept as they are (tooth
 numbers stay tooth numbers), except that 0/255 masks become 0/1 and lossy JPEG masks are
-thresholded at 128, each with a note.
+thresholded at 128, each with a note. Any other label map with a gradient of values is refused, and
+values found on a few pixels only are reported (data/label_values.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PIL import Image
 from rbmnet.conversion.writer import (ConversionResult, check_values_fit_numbering, detect_tooth_numbering,
                                       finish_dataset, labels_for, refuse_existing,
                                       staged_dataset_dir, write_case)
+from rbmnet.data.label_values import refuse_gradient, stray_value_notes, value_counts
 from rbmnet.errors import RbmnetError
 from rbmnet.parallel import map_cases
 from rbmnet.io.images import image_files_by_case, read_image, read_label
@@ -38,7 +40,7 @@ class FolderCase:
 @dataclass(frozen=True)
 class CaseOutcome:
     case: str
-    label_values: frozenset[int]
+    value_counts: dict[int, int]  # pixels per label value present (empty without a label)
     mask_binarised: str | None  # "0/255" or "jpeg" when the label was a mask converted to 0/1
     rgb_collapsed: bool
     bit_depth: int
@@ -105,7 +107,7 @@ def convert_case(item: FolderCase, dataset_dir: Path) -> CaseOutcome:
     with Image.open(item.image_path) as img:  # header only: was it stored as RGB?
         rgb_collapsed = img.mode in ("RGB", "RGBA")
     label = None
-    values: frozenset[int] = frozenset()
+    counts: dict[int, int] = {}
     binarised = None
     if item.label_path is not None:
         label = read_label(item.label_path)
@@ -113,9 +115,10 @@ def convert_case(item: FolderCase, dataset_dir: Path) -> CaseOutcome:
             raise RbmnetError(f"{item.label_path}: label size {label.shape[1]}x{label.shape[0]} differs from "
                               f"image {item.image_path.name} size {image.shape[1]}x{image.shape[0]}")
         label, binarised = binarise_mask(label, item.label_path)
-        values = frozenset(np.flatnonzero(np.bincount(label.ravel(), minlength=256)).tolist())
+        counts = value_counts(label)
+        refuse_gradient(str(item.label_path), counts)
     write_case(dataset_dir, item.split, item.case, image, label)
-    return CaseOutcome(item.case, values, binarised, rgb_collapsed, image.dtype.itemsize * 8)
+    return CaseOutcome(item.case, counts, binarised, rgb_collapsed, image.dtype.itemsize * 8)
 
 
 def convert_folder(name: str, images_dir: Path, labels_dir: Path, unlabeled_dir: Path | None = None,
@@ -135,8 +138,9 @@ def convert_folder(name: str, images_dir: Path, labels_dir: Path, unlabeled_dir:
         outcomes = list(map_cases(functools.partial(convert_case, dataset_dir=dataset_dir), cases,
                                   num_processes, f"converting {name}", progress))
         # keyed by label file, so that a value outside the numbering names the file holding it
-        values_by_file = {str(item.label_path): set(o.label_values)
+        counts_by_file = {str(item.label_path): o.value_counts
                           for item, o in zip(cases, outcomes) if item.label_path is not None}
+        values_by_file = {path: set(counts) for path, counts in counts_by_file.items()}
         all_values = set().union(*values_by_file.values())
         if numbering == "auto":
             tooth_numbering = detect_tooth_numbering(all_values)
@@ -148,7 +152,7 @@ def convert_folder(name: str, images_dir: Path, labels_dir: Path, unlabeled_dir:
                                  source=str(Path(images_dir).absolute()))
     unmatched = sum(1 for item in cases
                     if item.split == "unlabeled" and item.image_path.parent == Path(images_dir))
-    notes = _notes(outcomes, unmatched, tooth_numbering, numbering)
+    notes = stray_value_notes(counts_by_file) + _notes(outcomes, unmatched, tooth_numbering, numbering)
     return ConversionResult(raw_root() / name, content, notes)
 
 

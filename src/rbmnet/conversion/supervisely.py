@@ -11,6 +11,8 @@ Rasterisation rules:
   top-left corner at `origin` [x, y]; parts outside the image are clipped;
 - objects are drawn in file order, a later object over an earlier one where they overlap;
 - other geometry types (points, lines, rectangles...) are skipped with a note;
+- polygons with fewer than three points or with NaN / infinite coordinates enclose no area: they
+  are skipped with a note naming the annotation file and the object;
 - an image whose annotation has no drawable object goes to imagesUnlabeled (it is not an image of
   "no teeth", just an unannotated one); so does an image without an annotation file.
 
@@ -41,6 +43,7 @@ from rbmnet.io.images import is_image_file, read_image
 from rbmnet.paths import raw_root
 
 DRAWABLE_GEOMETRIES = ("polygon", "bitmap")
+NOTES_SHOWN = 5  # polygons without area listed one by one; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,31 @@ def read_annotation(path: Path) -> dict:
 
 def drawable_objects(annotation: dict) -> list[dict]:
     return [o for o in annotation.get("objects", [])
-            if isinstance(o, dict) and o.get("geometryType") in DRAWABLE_GEOMETRIES]
+            if isinstance(o, dict) and o.get("geometryType") in DRAWABLE_GEOMETRIES and not degenerate_polygon(o)]
+
+
+def degenerate_polygon(obj: dict) -> str | None:
+    """Why a polygon object encloses no area (fewer than 3 points, NaN coordinates), or None.
+
+    Unparseable points are not judged here: drawing them raises the 'malformed' error.
+    """
+    if obj.get("geometryType") != "polygon":
+        return None
+    try:
+        ring = np.asarray(obj["points"]["exterior"], dtype=float).reshape(-1, 2)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(ring) < 3:
+        return f"fewer than 3 points ({len(ring)})"
+    if not np.isfinite(ring).all():
+        return "NaN or infinite coordinates"
+    return None
+
+
+def describe_object(obj: dict, index: int) -> str:
+    """How a note names an object: its position in the file, class title and Supervisely id."""
+    ident = f", id {obj['id']}" if obj.get("id") is not None else ""
+    return f"object {index} (class '{obj.get('classTitle')}'{ident})"
 
 
 def read_meta_titles(project_dir: Path) -> list[str] | None:
@@ -189,7 +216,7 @@ def rasterise_annotation(annotation: dict, values: dict[str, int], shape: tuple[
                 mask = polygon_mask(obj["points"]["exterior"], obj["points"].get("interior"), shape)
             else:
                 mask = bitmap_mask(obj["bitmap"], shape)
-        except (KeyError, TypeError, ValueError, OSError, zlib.error) as exc:
+        except (KeyError, TypeError, ValueError, OSError, zlib.error, Image.DecompressionBombError) as exc:
             raise RbmnetError(f"{where}: object {index} ({obj['geometryType']}) is malformed "
                               f"({exc.__class__.__name__}: {exc})") from None
         label[mask] = values[title]
@@ -217,7 +244,7 @@ def convert_supervisely(project_dir: Path, name: str, to_fdi: bool = False, num_
                         overwrite: bool = False, progress: bool = True) -> ConversionResult:
     refuse_existing(name, overwrite)
     items = find_items(project_dir)
-    titles, skipped = _titles_and_skipped(items, read_meta_titles(project_dir))
+    titles, skipped, degenerate = _survey_annotations(items, read_meta_titles(project_dir))
     values, numbering = class_values(titles, to_fdi) if titles else ({}, None)
     with staged_dataset_dir(name, overwrite) as dataset_dir:
         splits = list(map_cases(functools.partial(convert_item, dataset_dir=dataset_dir, values=values), items,
@@ -228,7 +255,9 @@ def convert_supervisely(project_dir: Path, name: str, to_fdi: bool = False, num_
         content = finish_dataset(dataset_dir, name, labels, numbering,
                                  description=f"converted from the Supervisely project {project_dir}",
                                  source=str(Path(project_dir).absolute()))
-    notes = []
+    notes = degenerate[:NOTES_SHOWN]
+    if len(degenerate) > NOTES_SHOWN:
+        notes.append(f"{len(degenerate) - NOTES_SHOWN} more polygon(s) without area were skipped")
     unlabeled = [item for item, split in zip(items, splits) if split == "unlabeled"]
     if unlabeled:
         shown = ", ".join(item.image_path.name for item in unlabeled[:5])
@@ -244,20 +273,28 @@ def convert_supervisely(project_dir: Path, name: str, to_fdi: bool = False, num_
     return ConversionResult(raw_root() / name, content, notes)
 
 
-def _titles_and_skipped(items: list[SuperviselyItem], meta_titles: list[str] | None) -> tuple[list[str], int]:
-    """Class titles to map (meta.json's, else those used) and the count of undrawable objects."""
+def _survey_annotations(items: list[SuperviselyItem],
+                        meta_titles: list[str] | None) -> tuple[list[str], int, list[str]]:
+    """Class titles to map (meta.json's, else those used), the count of objects of other geometry
+    types, and one note per polygon without area (the workers that draw skip them silently)."""
     used: set[str] = set()
-    skipped = 0
+    skipped, degenerate = 0, []
     for item in items:
         if item.annotation_path is None:
             continue
         annotation = read_annotation(item.annotation_path)
-        drawable = drawable_objects(annotation)
-        skipped += len(annotation.get("objects", [])) - len(drawable)
-        used |= {str(o.get("classTitle")) for o in drawable}
+        for index, obj in enumerate(annotation.get("objects", [])):
+            problem = degenerate_polygon(obj) if isinstance(obj, dict) else None
+            if problem:
+                degenerate.append(f"{item.annotation_path}: {describe_object(obj, index)} is a polygon with "
+                                  f"{problem}; skipped")
+            elif not (isinstance(obj, dict) and obj.get("geometryType") in DRAWABLE_GEOMETRIES):
+                skipped += 1
+        used |= {str(o.get("classTitle")) for o in drawable_objects(annotation)}
     if meta_titles is None:
-        return sorted(used, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t)), skipped
+        titles = sorted(used, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0, t))
+        return titles, skipped, degenerate
     unknown = sorted(used - set(meta_titles))
     if unknown:
         raise RbmnetError(f"class title(s) {unknown} used in annotations are not in meta.json")
-    return meta_titles, skipped
+    return meta_titles, skipped, degenerate

@@ -2,13 +2,13 @@
 
 A converter writes into a hidden staging folder beside the target and the finished folder is
 renamed into place at the end, so an interrupted conversion never leaves a half dataset that later
-stages would take for a whole one.
+stages would take for a whole one. The staging folders are named after their process, so that the
+next conversion of the same dataset deletes those a killed one left (io/leftovers.py).
 """
 from __future__ import annotations
 
 import contextlib
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,6 +19,7 @@ from rbmnet.data.dataset_json import (FDI_TEETH, UNIVERSAL_TEETH, make_dataset_j
                                       write_dataset_json)
 from rbmnet.errors import RbmnetError
 from rbmnet.io.images import write_png
+from rbmnet.io.leftovers import owned_name, remove_leftovers
 from rbmnet.layout import IMAGES_TR, IMAGES_TS, IMAGES_UNLABELED, LABELS_TR, LABELS_TS
 from rbmnet.paths import raw_root
 
@@ -29,6 +30,7 @@ SPLIT_FOLDERS = {
     "test": (IMAGES_TS, LABELS_TS),  # labelsTs only where the source has test labels
 }
 NUMBERING_CHOICES = ("FDI", "universal", "none")
+STAGING_KINDS = ("partial", "old")  # .<name>.partial-<owner>: being written; .<name>.old-<owner>: being replaced
 
 
 @dataclass
@@ -57,6 +59,8 @@ def staged_dataset_dir(name: str, overwrite: bool) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces rbmnet_raw/<name>, on failure it is removed."""
     target = refuse_existing(name, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for kind in STAGING_KINDS:  # left by a killed conversion of this dataset; a running one's are kept
+        remove_leftovers(target.parent, f".{name}.{kind}-")
     staging = _fresh_hidden_dir(target.parent, f".{name}.partial-")
     try:
         yield staging
@@ -75,7 +79,7 @@ def staged_dataset_dir(name: str, overwrite: bool) -> Iterator[Path]:
 
 def _fresh_hidden_dir(parent: Path, prefix: str) -> Path:
     # not tempfile.mkdtemp: its 0700 mode would stay on the dataset folder after the rename
-    path = parent / f"{prefix}{uuid.uuid4().hex[:8]}"
+    path = parent / owned_name(prefix)
     path.mkdir()
     return path
 

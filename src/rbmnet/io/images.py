@@ -64,6 +64,10 @@ def read_image(path: str | os.PathLike, palette_indices: bool = False) -> np.nda
         with Image.open(path) as img:
             img.load()
             array = np.asarray(img, dtype=np.uint8) if palette_indices and img.mode == "P" else _to_array(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL refuses pixel counts over twice Image.MAX_IMAGE_PIXELS (a header may claim any size) and
+        # warns above it; the warning arrives here only where warnings are errors (python -W error)
+        raise RbmnetError(f"{path}: image too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise RbmnetError(f"{path}: unreadable or truncated image ({exc.__class__.__name__}: {exc})") from None
     if array.ndim == 3:

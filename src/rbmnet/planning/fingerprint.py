@@ -5,8 +5,10 @@ the foreground (label > 0), foreground fraction and the labels present. Aggregat
 median shape and aspect ratio, and the same statistics over all training images (labeled and
 unlabeled; test images are described per case but kept out of the aggregate, as they never train).
 
-Computing it decodes every file through `checks.read_case`, so it is also the content check. The
-result carries the raw data's signature and is reused while the raw files are unchanged.
+Computing it decodes every file through `checks.read_case`, so it is also the content check, with the
+label-value rules of data/label_values.py: a label map with a gradient of values is an error, values
+on a few pixels only become notes. The result carries the raw data's signature and is reused while
+the raw files are unchanged.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from rbmnet.data.checks import DatasetInventory, raw_signature, read_case, summarize_notes
+from rbmnet.data.label_values import refuse_gradient, stray_value_notes, value_counts
 from rbmnet.parallel import map_cases
 from rbmnet.io.atomic import read_json, write_json
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: label maps checked for gradients and stray values
 # Pooled pixel samples for the aggregate percentiles (nnU-Net does the same with 10k voxels per case):
 # exact percentiles over every pixel of a large dataset would need all of them in memory.
 SAMPLES_PER_CASE = 10_000
@@ -52,13 +55,15 @@ def case_fingerprint(task) -> tuple[dict, dict]:
     }
     rng = np.random.default_rng(zlib.crc32(case.encode()))  # seeded by name: independent of case order
     extras = {"sum": pixels.sum(), "sum_sq": np.square(pixels).sum(), "count": pixels.size,
-              "sample": rng.choice(pixels, min(SAMPLES_PER_CASE, pixels.size)), "fg": None}
+              "sample": rng.choice(pixels, min(SAMPLES_PER_CASE, pixels.size)), "fg": None, "label_counts": None}
     if content.label is not None:
+        extras["label_counts"] = value_counts(content.label)
+        refuse_gradient(str(label_path), extras["label_counts"])
         foreground = content.label.ravel() > 0
         fg_pixels = pixels[foreground]
         entry["foreground_intensity"] = intensity_stats(fg_pixels)
         entry["foreground_fraction"] = float(foreground.mean())
-        entry["labels_present"] = np.flatnonzero(np.bincount(content.label.ravel(), minlength=256)).tolist()
+        entry["labels_present"] = sorted(extras["label_counts"])
         extras["fg"] = {"sum": fg_pixels.sum(), "sum_sq": np.square(fg_pixels).sum(), "count": fg_pixels.size,
                         "sample": rng.choice(fg_pixels, min(SAMPLES_PER_CASE, fg_pixels.size))
                         if fg_pixels.size else fg_pixels}
@@ -74,6 +79,8 @@ def compute_fingerprint(inventory: DatasetInventory, num_processes: int = 2, ver
         entries.append(entry)
         extras.append(extra)
     training = [i for i, e in enumerate(entries) if e["role"] != "test"]
+    label_counts = {str(inventory.folder / e["label"]): x["label_counts"]
+                    for e, x in zip(entries, extras) if x["label_counts"] is not None}
     return {
         "format_version": FINGERPRINT_VERSION,
         "dataset_name": inventory.name,
@@ -82,7 +89,8 @@ def compute_fingerprint(inventory: DatasetInventory, num_processes: int = 2, ver
         "num_unlabeled": len(inventory.unlabeled),
         "num_test": len(inventory.test),
         "declared_labels": declared,
-        "notes": inventory.notes + summarize_notes((e["case"], e["notes"]) for e in entries),
+        "notes": (inventory.notes + summarize_notes((e["case"], e["notes"]) for e in entries)
+                  + stray_value_notes(label_counts)),
         "aggregate": _aggregate([entries[i] for i in training], [extras[i] for i in training]),
         "cases": entries,
     }

@@ -4,7 +4,8 @@ Every case is decoded and checked by `checks.read_case` (the same reading the fi
 0/255 fix applies here too), normalized and resized by `transforms`, and written into two memory
 maps. The maps are filled under temporary names and renamed at the end; cases.json is written last,
 so a folder with a cases.json is complete. Its "signature" (raw files + plan settings) lets an
-unchanged dataset skip the work on the next run.
+unchanged dataset skip the work on the next run, unless an array is damaged. Temporary maps that a
+killed run left are deleted at the next start (io/leftovers.py).
 """
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from numpy.lib.format import open_memmap
 
 from rbmnet.data.checks import DatasetInventory, raw_signature, read_case
 from rbmnet.parallel import map_cases
-from rbmnet.io.atomic import read_json, write_json
+from rbmnet.errors import RbmnetError
+from rbmnet.io.atomic import write_json
+from rbmnet.io.leftovers import owned_name, remove_leftovers
 from rbmnet.layout import CASES_JSON, IMAGES_NPY, LABELS_NPY
 from rbmnet.planning.plan import NormalizationConfig, Plan
-from rbmnet.preprocessing.store import CaseRecord, records_to_json
+from rbmnet.preprocessing.store import CaseRecord, open_arrays, read_meta, records_to_json
 from rbmnet.preprocessing.transforms import preprocess_image, resize_label
 
 STORE_FORMAT_VERSION = 1
+TEMP_PREFIXES = (".images.", ".labels.")
+TEMP_SUFFIX = ".npy.tmp"
 
 
 def preprocessing_signature(inventory: DatasetInventory, plan: Plan) -> str:
@@ -35,13 +40,15 @@ def preprocessing_signature(inventory: DatasetInventory, plan: Plan) -> str:
 
 
 def is_up_to_date(output_dir: Path, signature: str) -> bool:
-    meta_path = output_dir / CASES_JSON
-    if not (meta_path.is_file() and (output_dir / IMAGES_NPY).is_file()):
-        return False
+    """Same raw files and settings, and arrays whole: a damaged store is rebuilt, not kept."""
     try:
-        return read_json(meta_path).get("signature") == signature
-    except ValueError:
+        meta = read_meta(output_dir)
+        if meta.get("signature") != signature:
+            return False
+        open_arrays(output_dir, meta)  # header and size checks only; nothing is read
+    except RbmnetError:
         return False
+    return True
 
 
 def preprocess_case(task) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -57,6 +64,8 @@ def preprocess_dataset(inventory: DatasetInventory, plan: Plan, output_dir: str 
                        overwrite: bool = False, verbose: bool = True) -> bool:
     """Fill output_dir with images.npy, labels.npy and cases.json; returns False when already up to date."""
     output_dir = Path(output_dir)
+    for prefix in TEMP_PREFIXES:  # left by a killed run; a running one's are kept
+        remove_leftovers(output_dir, prefix, TEMP_SUFFIX, pid_only_names=True)
     signature = preprocessing_signature(inventory, plan)
     if not overwrite and is_up_to_date(output_dir, signature):
         return False
@@ -66,9 +75,8 @@ def preprocess_dataset(inventory: DatasetInventory, plan: Plan, output_dir: str 
     normalization = asdict(plan.normalization)
     tasks = [(case, image, label, inventory.declared_labels, plan.input_size, normalization)
              for _, case, image, label in cases]
-    # pid in the name: two runs on the same folder never write into each other's files
-    temp_images = output_dir / f".images.{os.getpid()}.npy.tmp"
-    temp_labels = output_dir / f".labels.{os.getpid()}.npy.tmp"
+    # owner in the name: two runs on the same folder never write into (or delete) each other's files
+    temp_images, temp_labels = (output_dir / owned_name(prefix, TEMP_SUFFIX) for prefix in TEMP_PREFIXES)
     try:
         images = open_memmap(temp_images, mode="w+", dtype=np.float16, shape=(len(cases), height, width))
         labels = (open_memmap(temp_labels, mode="w+", dtype=np.uint8, shape=(len(inventory.labeled), height, width))

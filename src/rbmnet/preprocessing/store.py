@@ -6,7 +6,9 @@ rbmnet_preprocessed/<Name>/<configuration>/
     cases.json   {"configuration", "input_size", "normalization", "cases": [CaseRecord...]}
 
 All cases share the plan's input size, so a whole dataset is two arrays: reading a case is a slice of
-a memory map (no decoding), and the arrays can be moved to a GPU in one copy.
+a memory map (no decoding), and the arrays can be moved to a GPU in one copy. Opening checks each
+array against cases.json (`open_array`): a damaged one is a one-line error naming the file, and
+rbmnet_plan_and_preprocess takes it for out of date and rebuilds it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from rbmnet.io.atomic import read_json
 from rbmnet.layout import CASES_JSON, IMAGES_NPY, LABELS_NPY
 
 ROLES = ("labeled", "unlabeled", "test")
+META_KEYS = ("configuration", "input_size", "normalization", "cases")
 
 
 @dataclass
@@ -40,18 +43,13 @@ class PreprocessedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        meta_path = self.folder / CASES_JSON
-        if not meta_path.is_file():
-            raise RbmnetError(f"{self.folder}: no preprocessed data; run rbmnet_plan_and_preprocess first")
-        meta = read_json(meta_path)
+        meta = read_meta(self.folder)
         self.configuration: str = meta["configuration"]
         self.input_size: list[int] = meta["input_size"]
         self.normalization: dict = meta["normalization"]
         self.cases = [CaseRecord(**c) for c in meta["cases"]]
         self._by_name = {c.name: c for c in self.cases}
-        self.images = np.load(self.folder / IMAGES_NPY, mmap_mode="r")
-        labels_path = self.folder / LABELS_NPY
-        self.labels = np.load(labels_path, mmap_mode="r") if labels_path.is_file() else None
+        self.images, self.labels = open_arrays(self.folder, meta)
 
     def names(self, role: str | None = None) -> list[str]:
         return [c.name for c in self.cases if role is None or c.role == role]
@@ -78,6 +76,72 @@ class PreprocessedDataset:
                 f"{self.folder}: preprocessed with input size {self.input_size} and normalization "
                 f"{self.normalization}, but the plan says {plan.input_size} / {asdict(plan.normalization)}; "
                 f"re-run rbmnet_plan_and_preprocess")
+
+
+def read_meta(folder: Path) -> dict:
+    """cases.json of a configuration folder; missing or damaged is a one-line error."""
+    path = Path(folder) / CASES_JSON
+    if not path.is_file():
+        raise RbmnetError(f"{folder}: no preprocessed data; run rbmnet_plan_and_preprocess first")
+    try:
+        meta = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise _damaged(path, f"{exc.__class__.__name__}: {exc}") from None
+    missing = [key for key in META_KEYS if key not in meta] if isinstance(meta, dict) else list(META_KEYS)
+    if missing:
+        raise _damaged(path, f"lacks {', '.join(missing)}")
+    return meta
+
+
+def open_arrays(folder: Path, meta: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """images.npy and labels.npy (None without labeled cases), memory-mapped, checked against cases.json."""
+    folder = Path(folder)
+    size = tuple(meta["input_size"])
+    labeled = sum(c["label_index"] is not None for c in meta["cases"])
+    images = open_array(folder / IMAGES_NPY, np.float16, (len(meta["cases"]), *size))
+    labels = open_array(folder / LABELS_NPY, np.uint8, (labeled, *size)) if labeled else None
+    return images, labels
+
+
+def open_array(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Memory-map one array of the store after checking that it is whole.
+
+    Cheap and sure against a truncated file, a garbled header or another array in its place: the .npy
+    header must give the expected dtype and shape, and the file must hold exactly the header and those
+    bytes. Flipped bits inside the data are not found: a checksum would read every byte (gigabytes)
+    at each start.
+    """
+    dtype = np.dtype(dtype)
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            header_shape, fortran_order, header_dtype = read_header(file)
+            data_offset = file.tell()
+    except FileNotFoundError:
+        raise _damaged(path, "missing") from None
+    except (ValueError, EOFError):
+        raise _damaged(path, f"unreadable .npy header, {path.stat().st_size} bytes") from None
+    except OSError as exc:
+        raise _damaged(path, f"unreadable: {exc.__class__.__name__}: {exc.strerror}") from None
+    if header_dtype != dtype or tuple(header_shape) != tuple(shape) or fortran_order:
+        raise _damaged(path, f"holds {header_dtype} {tuple(header_shape)}, "
+                             f"cases.json describes {dtype} {tuple(shape)}")
+    actual, expected = path.stat().st_size, data_offset + dtype.itemsize * int(np.prod(shape))
+    if actual < expected:
+        raise _damaged(path, f"truncated: {actual} of {expected} bytes")
+    if actual > expected:
+        raise _damaged(path, f"{actual} bytes, {actual - expected} more than its header describes")
+    return np.load(path, mmap_mode="r")
+
+
+def _damaged(path: Path, detail: str) -> RbmnetError:
+    # configuration folder: rbmnet_preprocessed/<Name>/<configuration>/<file>
+    name = path.parent.parent.name
+    detail = " ".join(detail.split())  # exception texts may span lines; the error is one
+    return RbmnetError(f"{path}: damaged preprocessed data ({detail}); "
+                       f"run rbmnet_plan_and_preprocess -d {name} again to rebuild it")
 
 
 def configuration_dir(preprocessed_dataset_dir: str | Path, configuration: str) -> Path:
