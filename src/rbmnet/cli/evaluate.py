@@ -9,7 +9,10 @@ scored follows from the files (docs/metrics.md):
   (evaluation/numbering_metrics.py) with the numbering of --numbering, else the one the reference
   values show (conversion.writer.detect_tooth_numbering); the report adds per_tooth.csv and
   dental_chart.png (--chart-per-case: dental_charts/<case>.png too);
-- one side numbered and the other binary: an error; --binary scores both as tooth vs background.
+- one side numbered and the other binary: an error; --binary scores both as tooth vs background;
+- a prediction that is no label map of the references' labels (binary, the references' own values, or
+  the tooth numbers of a numbering), such as a probability map: an error naming the file; --threshold T
+  binarises probability maps (evaluation/probability_maps.py) and scores them as tooth vs background.
 
 A folder whose files are all empty (only 0) takes the other folder's kind. Each side's kind is
 decided on the whole folder (its cases that have a counterpart). --binary forces the binary scoring
@@ -23,8 +26,9 @@ are never taken for cases.
 
 Cases present on one side only are not scored; they are listed in summary.json
 ("missing_predictions", "missing_references") and named in a warning line, and the exit code stays 0
-(--strict makes them an error). No common case, an empty or absent folder, or a prediction whose size
-differs from its reference is an error (exit 2).
+(--strict makes them an error). No common case, an empty or absent folder, a prediction whose size
+differs from its reference, or an output folder that cannot be written (checked before reading any
+case) is an error (exit 2).
 """
 from __future__ import annotations
 
@@ -40,9 +44,11 @@ from rbmnet.conversion.writer import detect_tooth_numbering
 from rbmnet.data.numbering import NUMBERINGS, ToothNumbering
 from rbmnet.errors import RbmnetError
 from rbmnet.evaluation.numbering_metrics import TEETH_METRICS, teeth_case_metrics
+from rbmnet.evaluation.probability_maps import binarise_probability_map, threshold_rule
 from rbmnet.evaluation.reports import SUMMARY_JSON, format_table, statistics_rows, write_segmentation_summary
 from rbmnet.evaluation.segmentation_metrics import METRICS, case_metrics, case_metrics_multiclass
 from rbmnet.evaluation.teeth_reports import CHART_PNG, write_teeth_summary
+from rbmnet.io.atomic import check_writable_folder
 from rbmnet.io.images import case_name, is_image_file, read_label
 
 BINARY_VALUE_SETS = ({0, 255}, {0, 1})  # a file whose values lie within one of these is a binary mask
@@ -52,16 +58,20 @@ BINARY, TEETH = "binary", "numbered teeth"
 
 def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, output_dir: str | Path | None = None,
                      labels: list[int] | None = None, strict: bool = False, binary: bool = False,
-                     numbering: str | None = None, case_charts: bool = False) -> dict:
+                     numbering: str | None = None, case_charts: bool = False,
+                     threshold: float | None = None) -> dict:
     """Score every case found in both folders; write summary.json/.csv to output_dir (default prediction_dir).
 
     Binary or numbered-teeth evaluation as the module docstring says (`binary` or `labels`: binary
-    whatever the files hold); `numbering` (FDI or universal) overrides the detected one. The summary's
-    "evaluation" names which was done.
+    whatever the files hold); `numbering` (FDI or universal) overrides the detected one; `threshold`
+    reads the predictions as probability maps and scores (probability > threshold) vs reference > 0.
+    The summary's "evaluation" names which was done.
     """
-    if (binary or labels) and (numbering or case_charts):
-        raise RbmnetError(f"--numbering and --chart-per-case apply to numbered teeth, not to "
-                          f"{'--binary' if binary else '--labels'}")
+    if threshold is not None and labels:
+        raise RbmnetError("--threshold makes tooth vs background masks; it cannot be combined with --labels")
+    forced = "--binary" if binary else "--labels" if labels else "--threshold" if threshold is not None else None
+    if forced and (numbering or case_charts):
+        raise RbmnetError(f"--numbering and --chart-per-case apply to numbered teeth, not to {forced}")
     if numbering is not None:
         numbering = _numbering_name(numbering)
     reference_dir, prediction_dir = Path(reference_dir), Path(prediction_dir)
@@ -75,10 +85,12 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, outp
     if strict and (missing_predictions or missing_references):
         raise RbmnetError(f"cases on one side only: {_listing(missing_predictions + missing_references)} "
                           f"(without --strict they are listed and skipped)")
-    pixels = {case: _read_case(case, predictions[case], references[case])
+    output_dir = check_writable_folder(prediction_dir if output_dir is None else output_dir)
+    pixels = {case: _read_case(case, predictions[case], references[case], threshold)
               for case in tqdm(common, desc="evaluating", unit="case", disable=None)}
-    kind = BINARY if binary or labels else _evaluation_kind(pixels, references, predictions,
-                                                           reference_dir, prediction_dir)
+    if threshold is None:
+        _check_label_maps(pixels, predictions)
+    kind = BINARY if forced else _evaluation_kind(pixels, references, predictions, reference_dir, prediction_dir)
     if kind == BINARY and (numbering or case_charts):
         raise RbmnetError("--numbering and --chart-per-case apply to numbered tooth label maps, but both folders "
                           "hold binary masks (values 0/1 or 0/255)")
@@ -86,11 +98,11 @@ def evaluate_folders(reference_dir: str | Path, prediction_dir: str | Path, outp
         "reference_dir": str(reference_dir.absolute()),
         "prediction_dir": str(prediction_dir.absolute()),
         "evaluation": kind,
-        **({"foreground": "value > 0" if labels is None else f"each of labels {labels}"} if kind == BINARY else {}),
+        **({"foreground": _foreground(labels, threshold)} if kind == BINARY else {}),
+        **({"threshold": threshold} if threshold is not None else {}),
         "missing_predictions": missing_predictions,
         "missing_references": missing_references,
     }
-    output_dir = prediction_dir if output_dir is None else Path(output_dir)
     if kind == TEETH:
         return _evaluate_teeth(pixels, numbering, extra, output_dir, case_charts)
     per_case = []
@@ -115,8 +127,10 @@ class CasePixels:
         return np.repeat(self.prediction_values, self.counts), np.repeat(self.reference_values, self.counts)
 
 
-def _read_case(case: str, prediction_path: Path, reference_path: Path) -> CasePixels:
-    prediction, reference = read_label(prediction_path), read_label(reference_path)
+def _read_case(case: str, prediction_path: Path, reference_path: Path, threshold: float | None) -> CasePixels:
+    prediction = (read_label(prediction_path) if threshold is None
+                  else binarise_probability_map(prediction_path, threshold))
+    reference = read_label(reference_path)
     if prediction.shape != reference.shape:
         raise RbmnetError(f"case '{case}': prediction {prediction_path.name} is {prediction.shape[1]}x"
                           f"{prediction.shape[0]} but reference {reference_path.name} is "
@@ -124,6 +138,26 @@ def _read_case(case: str, prediction_path: Path, reference_path: Path) -> CasePi
     pairs = np.bincount((prediction.astype(np.int64) * 256 + reference).ravel(), minlength=256 * 256)
     present = np.flatnonzero(pairs)
     return CasePixels((present // 256).astype(np.uint8), (present % 256).astype(np.uint8), pairs[present])
+
+
+def _check_label_maps(pixels: dict[str, CasePixels], predictions: dict[str, Path]) -> None:
+    """Refuse a prediction whose values are no label set the references could be compared with (a
+    probability map, say): scored as "value > 0" it would give a Dice that means nothing."""
+    reference_labels = set().union(*(case_pixels.values("reference") for case_pixels in pixels.values())) | {0}
+    label_sets = [*BINARY_VALUE_SETS, reference_labels, *({0, *n.numbers()} for n in NUMBERINGS.values())]
+    for case, case_pixels in pixels.items():
+        values = case_pixels.values("prediction")
+        if not any(values <= labels for labels in label_sets):
+            stray = sorted(values - reference_labels)
+            raise RbmnetError(f"{predictions[case]}: not a label map of the references' labels ({len(values)} distinct "
+                              f"values, e.g. {stray[:6]}); for a probability map pass --threshold T (e.g. 0.5) "
+                              f"to binarise it")
+
+
+def _foreground(labels: list[int] | None, threshold: float | None) -> str:
+    if threshold is not None:
+        return f"prediction {threshold_rule(threshold)}; reference value > 0"
+    return "value > 0" if labels is None else f"each of labels {labels}"
 
 
 def _folder_kind(values_by_case: dict[str, set[int]]) -> tuple[str | None, str | None]:
@@ -243,15 +277,22 @@ def _listing(names: list[str], shown: int = 10) -> str:
               help="Tooth numbering of numbered label maps (default: detected from the reference values).")
 @click.option("--chart-per-case", "case_charts", is_flag=True,
               help="Numbered teeth: also a dental chart per case in dental_charts/.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              metavar="T",
+              help="Predictions are probability maps: a pixel is tooth when its probability is above T (0 < T < 1, "
+                   "e.g. 0.5). Probability = the 8-bit value / 255 (as "
+                   "rbmnet_predict --save-probabilities writes it), the 16-bit value / 65535, or a floating-point "
+                   "(TIFF) value in 0..1 as stored. Scored as tooth vs background against reference > 0.")
 @click.option("--strict", is_flag=True, help="Fail when a case has no prediction or no reference.")
 @friendly_errors
 def main(reference_dir: Path, prediction_dir: Path, output_dir: Path | None, labels_text: str | None,
-         binary: bool, numbering: str | None, case_charts: bool, strict: bool) -> None:
+         binary: bool, numbering: str | None, case_charts: bool, threshold: float | None, strict: bool) -> None:
     """Score predictions against references: Dice, Jaccard, precision and recall of binary masks, or the
-    numbered-teeth metrics (tooth Dice, identification accuracy, wrong side) of tooth label maps."""
+    numbered-teeth metrics (tooth Dice, identification accuracy, wrong side) of tooth label maps.
+    Predictions must be label maps (masks or tooth numbers); probability maps need --threshold."""
     labels = _parse_labels(labels_text)
     summary = evaluate_folders(reference_dir, prediction_dir, output_dir, labels=labels, strict=strict,
-                               binary=binary, numbering=numbering, case_charts=case_charts)
+                               binary=binary, numbering=numbering, case_charts=case_charts, threshold=threshold)
     written = [SUMMARY_JSON]
     if summary["evaluation"] == TEETH:
         click.echo(f"{summary['num_cases']} cases, numbered teeth ({summary['numbering']}, "
@@ -263,7 +304,8 @@ def main(reference_dir: Path, prediction_dir: Path, output_dir: Path | None, lab
                    f"side (of {sums['reference_teeth']} reference teeth)")
         written.append(CHART_PNG)
     else:
-        click.echo(f"{summary['num_cases']} cases" + (f", labels {labels}" if labels else ""))
+        click.echo(f"{summary['num_cases']} cases" + (f", labels {labels}" if labels else "")
+                   + (f", tooth where {summary['foreground']}" if threshold is not None else ""))
         click.echo(format_table(statistics_rows(summary), ["statistic", *METRICS]))
     for key, side in (("missing_predictions", "reference cases without a prediction"),
                       ("missing_references", "predicted cases without a reference")):

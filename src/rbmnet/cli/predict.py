@@ -51,7 +51,8 @@ def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, 
     (binary models) or a map of tooth numbers (teeth models), post-processed as the model decided.
 
     A file that cannot be read is reported (one line, and a row of OUT_DIR/failures.csv), the others
-    are still predicted, and the exit code is then 1. Bad arguments exit with 2.
+    are still predicted, and the exit code is then 1. Bad arguments, an OUT_DIR that cannot be written
+    (checked first) and a write the disk refuses later (full, read-only) exit with 2 and one line.
     """
     from rbmnet.inference.model_selection import choose_model
     from rbmnet.inference.predictor import FAILURES_CSV, predict_folder

@@ -4,7 +4,8 @@ Reader threads decode and preprocess a bounded number of files ahead (in input o
 thread batches them through the network; writer threads resize the probabilities back to each
 image's size, threshold and encode the PNGs. Threads suffice: PIL's decoders, zlib, scikit-image's
 resampling and torch all release the GIL for their heavy parts, and threads share the arrays
-without pickling. A file that cannot be read or written becomes a Failure; the others go on.
+without pickling. A file that cannot be read becomes a Failure and the others go on; an output the
+system refuses to write (disk full, read-only) stops the run with that one error.
 """
 from __future__ import annotations
 
@@ -131,22 +132,37 @@ def load_case(path: Path, input_size, normalization, keep_raw: bool, clock: Stag
 
 def write_case(case: LoadedCase, probability: np.ndarray, settings: OutputSettings,
                clock: StageClock) -> Failure | None:
-    """(C,h,w) probabilities at the input size -> mask (and extras) at the original size."""
-    try:
-        with clock.measure("write"):
-            paths = settings.paths(case.source)
-            restored = restore_probabilities(probability, case.properties["original_shape"])
-            mask = settings.decode(restored)
-            if "probabilities" in paths:
-                tooth = settings.tooth_probability(restored)
-                write_png(paths["probabilities"], np.round(np.clip(tooth, 0, 1) * 255).astype(np.uint8))
-            if "overlay" in paths:
-                gray = display_gray(case.raw, case.properties["clip_low"], case.properties["clip_high"])
-                write_png(paths["overlay"], settings.draw_overlay(gray, mask))
-            write_png(paths["mask"], mask)  # last: an existing mask means the case is complete (resume)
-        return None
-    except Exception as exc:
-        return Failure(case.source.name, _reason(exc, case.source))
+    """(C,h,w) probabilities at the input size -> mask (and extras) at the original size.
+
+    A case whose pictures cannot be made or encoded is a Failure; a write the system refuses (disk
+    full, read-only, no permission) raises RbmnetError: every later case would fail the same way.
+    """
+    with clock.measure("write"):
+        try:
+            pictures = _output_pictures(case, probability, settings)
+            for path, picture in pictures.items():
+                write_png(path, picture)
+        except RbmnetError:  # only atomic_path's "could not write" reaches here
+            raise
+        except Exception as exc:
+            return Failure(case.source.name, _reason(exc, case.source))
+    return None
+
+
+def _output_pictures(case: LoadedCase, probability: np.ndarray, settings: OutputSettings) -> dict[Path, np.ndarray]:
+    """{output path: uint8 picture}, the mask last: an existing mask means the case is complete (resume)."""
+    paths = settings.paths(case.source)
+    restored = restore_probabilities(probability, case.properties["original_shape"])
+    mask = settings.decode(restored)
+    pictures = {}
+    if "probabilities" in paths:
+        tooth = settings.tooth_probability(restored)
+        pictures[paths["probabilities"]] = np.round(np.clip(tooth, 0, 1) * 255).astype(np.uint8)
+    if "overlay" in paths:
+        gray = display_gray(case.raw, case.properties["clip_low"], case.properties["clip_high"])
+        pictures[paths["overlay"]] = settings.draw_overlay(gray, mask)
+    pictures[paths["mask"]] = mask
+    return pictures
 
 
 def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray], input_size, normalization,
@@ -165,7 +181,8 @@ def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray],
             tqdm.write(f"failed: {outcome.file}: {outcome.reason}")
         bar.update(1)
 
-    with _executor(num_workers) as readers, _executor(num_workers) as writers:
+    # the bar closes on the way out, also when a refused write stops the run
+    with bar, _executor(num_workers) as readers, _executor(num_workers) as writers:
         pending_writes: deque[tuple[Future, str]] = deque()
 
         def infer_and_hand_over(batch: list[LoadedCase]) -> None:
@@ -193,7 +210,6 @@ def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray],
         while pending_writes:
             future, name = pending_writes.popleft()
             record(future.result(), name)
-    bar.close()
     report.stage_seconds = dict(clock.seconds)
     return report
 

@@ -21,7 +21,7 @@ from rbmnet.inference.model_selection import select_folds
 from rbmnet.inference.overlay import numbered_overlay, overlay
 from rbmnet.inference.pipeline import (Failure, OutputSettings, PredictionReport, claim_output_names, list_inputs,
                                        run_pipeline)
-from rbmnet.io.atomic import write_text
+from rbmnet.io.atomic import check_writable_folder, write_text
 from rbmnet.io.images import IMAGE_SUFFIXES, is_image_file
 from rbmnet.model.device import resolve_device
 from rbmnet.model.folder import load_postprocessing
@@ -98,7 +98,8 @@ def predict_folder(input_dir, output_dir, model_folder, folds: list[str] | None 
     mask for binary models (and with `binary`), tooth numbers for teeth models.
 
     Unreadable and non-image files become failures (also written to <output_dir>/failures.csv) and do
-    not stop the others; bad arguments (folders, model, folds) raise RbmnetError before any work.
+    not stop the others; bad arguments (folders, model, folds) and an output folder that cannot be
+    written raise RbmnetError before any work, and a write refused later (disk full) stops the run.
     On CPU it calls `reuse_freed_memory` (a process-wide malloc setting that halves the time; see there).
     """
     input_dir, output_dir = Path(input_dir).absolute(), Path(output_dir).absolute()
@@ -144,7 +145,8 @@ def reuse_freed_memory() -> bool:
 
 
 def check_folders(input_dir: Path, output_dir: Path) -> list[Path]:
-    """The input files; refuses a missing or image-less input and an output inside the input."""
+    """The input files; refuses a missing or image-less input, an output inside the input and an output
+    folder that cannot be written (created here, before the model is loaded)."""
     if not input_dir.is_dir():
         raise RbmnetError(f"{input_dir}: input folder does not exist")
     if output_dir.exists() and not output_dir.is_dir():
@@ -154,6 +156,7 @@ def check_folders(input_dir: Path, output_dir: Path) -> list[Path]:
     files = list_inputs(input_dir)
     if not any(is_image_file(p) for p in files):
         raise RbmnetError(f"{input_dir}: no images to predict (reads {', '.join(IMAGE_SUFFIXES)})")
+    check_writable_folder(output_dir)
     return files
 
 
