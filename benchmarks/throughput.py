@@ -110,7 +110,7 @@ def rbmnet_training(inputs, task: str, device: torch.device, iterations: int, co
     from rbmnet.training.device_batches import batch_source
     from rbmnet.training.distributed import Distributed, training_network
     from rbmnet.training.loop import TrainingRun, train
-    from rbmnet.training.optimizers import build_optimizer
+    from rbmnet.networks.optimization import build_optimizer
     from rbmnet.training.pretext import pretext_batch_loss
     from rbmnet.training.segmentation import seg_batch_loss
 

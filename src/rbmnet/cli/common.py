@@ -24,8 +24,9 @@ def friendly_errors(func):
         except RbmnetError as exc:
             if os.environ.get("RBMNET_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            exit_code = getattr(exc, "exit_code", None)  # a stop the user asked for is no error
+            click.echo(str(exc) if exit_code else f"error: {exc}", err=True)
+            sys.exit(exit_code or EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

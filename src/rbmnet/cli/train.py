@@ -10,6 +10,7 @@ import click
 
 from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
 from rbmnet.networks import ARCHITECTURES, describe_architectures
+from rbmnet.planning.plan import DATA_PATHS
 
 
 def training_options(func):
@@ -24,7 +25,7 @@ def training_options(func):
                      help="Background processes preparing batches (0: in the main process, for debugging)."),
         click.option("--continue", "resume_run", is_flag=True, help="Resume from checkpoint_latest."),
         click.option("--overwrite", is_flag=True, help="Discard an existing run of this model and start over."),
-        click.option("--data-path", type=click.Choice(["auto", "device", "workers"]), default="auto", show_default=True,
+        click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
                      help="Where batches are made: device = the preprocessed data kept on the GPU and augmented "
                           "there; workers = batchgenerators in -np CPU processes; auto = device when the data fit "
                           "in the GPU's free memory and the plan does not say workers."),

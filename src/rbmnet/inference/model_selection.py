@@ -12,7 +12,7 @@ from pathlib import Path
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
-from rbmnet.layout import DATASET_JSON, FOLD_PREFIX, fold_of_folder_name
+from rbmnet.layout import DATASET_JSON, DEFAULT_PLANS_NAME, FOLD_PREFIX, MODEL_PLANS_JSON, fold_of_folder_name
 from rbmnet.model.folder import default_folds, trained_folds
 from rbmnet.model.checkpoint import FINAL
 
@@ -31,9 +31,13 @@ def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:
     if not model_folder.is_dir():
         raise RbmnetError(f"{model_folder}: model folder does not exist")
     available = trained_folds(model_folder)
-    if not available and (model_folder / FINAL).is_file():
+    if not available and (model_folder / FINAL).is_file() and model_folder.name.startswith(FOLD_PREFIX):
         raise RbmnetError(f"{model_folder}: is one fold of a model; pass its parent folder and "
                           f"-f {fold_of_folder_name(model_folder.name)}")
+    if not available and (model_folder / FINAL).is_file():  # a pretext model: it reconstructs, it does not segment
+        raise RbmnetError(f"{model_folder}: is a pretext model, not a segmentation model; train one from it with "
+                          f"rbmnet_train seg FOLD -d {model_folder.parent.name}{_plans_flag(model_folder)} "
+                          f"--init pretext, then predict with that")
     if not available:
         raise RbmnetError(f"{model_folder}: no trained fold (no {FOLD_PREFIX}*/{FINAL}); finish rbmnet_train seg first")
     if not folds:
@@ -43,6 +47,13 @@ def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:
         raise RbmnetError(f"{model_folder}: fold(s) {', '.join(missing)} not trained "
                           f"(trained: {', '.join(available)})")
     return list(dict.fromkeys(folds))  # keep the order given, drop repeats
+
+
+def _plans_flag(model_folder: Path) -> str:
+    """' -p NAME' when the model was trained with a plan other than the default one."""
+    path = model_folder / MODEL_PLANS_JSON
+    name = read_json(path).get("plans_name", DEFAULT_PLANS_NAME) if path.is_file() else DEFAULT_PLANS_NAME
+    return "" if name == DEFAULT_PLANS_NAME else f" -p {name}"
 
 
 def newest_segmentation_model(dataset_dir: Path) -> Path:

@@ -45,17 +45,26 @@ def prepare_model_folder(dataset_name: str, model_id: str, plan: dict, dataset_j
     return folder
 
 
-def prepare_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to silently restart or clobber a run: a checkpoint means --continue or --overwrite."""
+def check_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to silently restart or clobber a run: a checkpoint means --continue or --overwrite.
+    Only looks: whatever --overwrite discards is discarded by `clear_run_folder`, once every check passed."""
     has_checkpoint = (folder / LATEST).exists() or (folder / FINAL).exists()
     if resume and not (folder / LATEST).exists():
         raise RbmnetError(f"{folder}: nothing to continue (no {LATEST})")
-    if has_checkpoint and not resume:
-        if not overwrite:
-            raise RbmnetError(f"{folder}: already has a checkpoint; pass --continue to resume it "
-                              f"or --overwrite to train again from the start")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if has_checkpoint and not resume and not overwrite:
+        raise RbmnetError(f"{folder}: already has a checkpoint; pass --continue to resume it "
+                          f"or --overwrite to train again from the start")
+
+
+def clear_run_folder(folder: Path, keep: tuple[str, ...] = ()) -> None:
+    """Empty a run folder for a fresh start, keeping the names in `keep` (the run's lock)."""
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def postprocessing_name(model_folder: Path) -> str:

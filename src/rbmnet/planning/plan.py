@@ -26,6 +26,11 @@ REMOVED_KEYS = {
 }
 
 
+NORMALIZATION_SCHEMES = ("percentile_minmax",)  # preprocessing/transforms.py applies them
+# where training batches are made (training/device_batches.py decides "auto")
+DATA_PATHS = ("auto", "device", "workers")
+
+
 @dataclass
 class NormalizationConfig:
     # Per-image percentile clipping then scaling to [0, 1]: robust to exposure differences between
@@ -124,7 +129,11 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "plan") -> "Plan":
-        return _build(cls, data, source)
+        from rbmnet.planning.validation import validate_plan  # it reads the name registries (tasks, networks)
+
+        plan = _build(cls, data, source)
+        validate_plan(plan, source)
+        return plan
 
 
 def _build(cls, data: dict, where: str, prefix: str = ""):
@@ -168,6 +177,9 @@ def _dataclass_type(cls, name: str):
 
 
 def save_plan(plan: Plan, path: str | Path) -> None:
+    from rbmnet.planning.validation import validate_plan
+
+    validate_plan(plan, str(path))
     write_json(path, plan.to_dict())
 
 
@@ -217,4 +229,4 @@ def apply_overrides(plan: Plan, overrides: dict[str, object]) -> Plan:
         if isinstance(old, float) and isinstance(value, int):
             value = float(value)
         node[leaf] = value
-    return Plan.from_dict(data, source="plan with overrides")
+    return Plan.from_dict(data, source="--set")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 from skimage.transform import resize
 
-from rbmnet.planning.plan import NormalizationConfig
+from rbmnet.planning.plan import NORMALIZATION_SCHEMES, NormalizationConfig
 
 
 def normalize(image: np.ndarray, config: NormalizationConfig) -> tuple[np.ndarray, tuple[float, float]]:
     """Clip to the image's own percentiles and scale to [0, 1]; returns the image and the clip values."""
-    if config.scheme != "percentile_minmax":
+    if config.scheme not in NORMALIZATION_SCHEMES:
         raise ValueError(f"unknown normalization scheme '{config.scheme}'")
     image = image.astype(np.float32)
     low, high = np.percentile(image, [config.lower_percentile, config.upper_percentile])

@@ -5,6 +5,10 @@ With num_workers == 0 everything runs inline (debugging, tests). Otherwise a Pro
 works on at most `prefetch` batches ahead, so memory stays bounded. `make_batch_fn` must be
 picklable (a functools.partial of a module-level function) so that the spawn start method works too.
 
+Workers live only as long as the loop's process: they ignore Ctrl-C (the parent stops them, see
+stopping.py; SIGTERM keeps its default, the pool stops broken workers with it) and each watches its
+parent, exiting within a second of the parent's death, SIGKILL included, so no orphan keeps its memory.
+
 Failures never hang the loop: an exception in a worker is re-raised here as a RuntimeError whose
 message holds the worker's own traceback, and a worker that dies (killed, out of memory, os._exit)
 raises BrokenProcessPool as soon as the pool notices.
@@ -13,6 +17,10 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable
@@ -39,7 +47,8 @@ class BatchStream:
         self.closed = False
         if num_workers > 0:
             context = multiprocessing.get_context(start_method or default_start_method())
-            self.executor = ProcessPoolExecutor(max_workers=num_workers, mp_context=context)
+            self.executor = ProcessPoolExecutor(max_workers=num_workers, mp_context=context,
+                                                initializer=_bind_to_parent, initargs=(os.getpid(),))
 
     def __iter__(self):
         return self
@@ -88,6 +97,21 @@ class BatchStream:
 
     def __del__(self):
         self.close()
+
+
+PARENT_POLL_SECONDS = 0.5
+
+
+def _bind_to_parent(parent_pid: int) -> None:
+    """Worker start: leave Ctrl-C to the parent, and exit when the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:  # an orphan is re-parented (to init or a subreaper)
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rbmnet-parent-watch", daemon=True).start()
 
 
 def _worker_traceback(exc: BaseException) -> str:

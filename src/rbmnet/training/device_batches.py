@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rbmnet.planning.plan import Plan
+from rbmnet.planning.plan import DATA_PATHS, Plan
 from rbmnet.planning.planner import DEVICE_DATA_SHARE, resident_data_bytes
 from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.tasks.base import SegmentationTask
@@ -35,7 +35,6 @@ from rbmnet.training.device_augmentation import draw_from_declaration, intensity
 from rbmnet.training.label_noise import training_labels
 from rbmnet.training.masking import block_masks_torch
 
-DATA_PATHS = ("auto", "device", "workers")
 _DEVICE_STREAM = 3  # keeps these generators apart from the CPU path's [seed, epoch, iteration]
 
 
@@ -95,6 +94,14 @@ class DataPathChoice:
     path: str  # "device" or "workers"
     reason: str
 
+    def describe(self, num_workers: int) -> str:
+        """Where batches are made, as the start line says it (-np 0: the worker path runs inline)."""
+        if self.path == "device":
+            return f"on device ({self.reason})"
+        if num_workers == 0:
+            return f"made inline in the main process (-np 0; {self.reason})"
+        return f"made by batchgenerators in {num_workers} worker process{'es' if num_workers > 1 else ''} ({self.reason})"
+
 
 def choose_data_path(requested: str, plan: Plan, device: torch.device, needed_bytes: int,
                      free_bytes: int | None = None) -> DataPathChoice:
@@ -112,7 +119,7 @@ def choose_data_path(requested: str, plan: Plan, device: torch.device, needed_by
     if requested == "device":
         return DataPathChoice("device", "--data-path device")
     if device.type != "cuda":
-        return DataPathChoice("workers", "no GPU: batchgenerators in worker processes")
+        return DataPathChoice("workers", "no GPU")
     if free_bytes is None:
         free_bytes, _ = torch.cuda.mem_get_info(device)
     gib = 2 ** 30

@@ -1,7 +1,8 @@
 """The skeleton both training stages share, and its epoch loop.
 
-    run_stage: folder (rank 0; refuses to clobber a finished run) -> network (+ initialisation)
-               -> batch source -> TrainingRun -> resume or start -> train -> final report (rank 0)
+    run_stage: checks (rank 0: lock, folder state, continued run's plan) -> network (+ initialisation)
+               -> batch source -> first writes (--overwrite clears only here) -> resume or start
+               -> train (SIGTERM / Ctrl-C stop between writes) -> final report (rank 0)
     train:     batches in, loss down, a log line, a checkpoint, a plot, per epoch
 
 A stage (pretext.py, segmentation.py) describes only what differs in a `StageSpec`: its cases, the
@@ -10,6 +11,7 @@ report, as plain values and callables; so this file is the whole recipe of a sta
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -24,15 +26,20 @@ from rbmnet.io.atomic import write_json
 from rbmnet.model.checkpoint import (FINAL, LATEST, load_checkpoint, restore_rng_state, save_checkpoint,
                                      unwrap_network)
 from rbmnet.model.device import autocast, needs_grad_scaler
-from rbmnet.model.folder import prepare_model_folder, prepare_run_folder
+from rbmnet.layout import RUN_LOCK
+from rbmnet.model.folder import check_run_folder, clear_run_folder, prepare_model_folder
 from rbmnet.model.network import build_model_network
+from rbmnet.networks.optimization import build_optimizer, set_learning_rate
 from rbmnet.tasks.base import SegmentationTask
+from rbmnet.paths import results_dataset_dir
 from rbmnet.training.background import BatchStream
+from rbmnet.training.continuation import check_continuation, check_model_plan
 from rbmnet.training.device_batches import batch_source
 from rbmnet.training.distributed import (all_reduce_sum, broadcast_buffers, mean_over_ranks, on_writer,
                                          setup_distributed, training_network)
-from rbmnet.training.optimizers import build_optimizer
 from rbmnet.training.progress import TrainingLog
+from rbmnet.training.run_lock import RunLock
+from rbmnet.training.stopping import StopRequested, interrupted, stop_signals, writes_held
 
 
 @dataclass
@@ -90,51 +97,72 @@ class StageSpec:
 
 
 def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
-    """Train one stage; returns the model folder."""
+    """Train one stage; returns the model folder.
+
+    Order matters for the user's files: first everything that can be checked (the run lock, the
+    folder's state, a continued run's plan, the network, its initialisation, the batch source), and
+    only then, just before training writes its first file, whatever --overwrite discards."""
     plan = inputs.plan
     context, device = setup_distributed(options.device_name)  # one process, or this rank's under torchrun
-
-    def make_folder() -> Path:  # rank 0 only: it may delete an old run
-        model_folder = prepare_model_folder(inputs.dataset_name, spec.model_id, plan.to_dict(), inputs.dataset_json)
-        folder = model_folder / spec.run_folder
-        prepare_run_folder(folder, options.resume_run, options.overwrite)
-        for name, content in spec.records.items():
-            write_json(folder / name, content)
-        return model_folder
-
-    model_folder = on_writer(context, make_folder)
+    model_folder = results_dataset_dir(inputs.dataset_name) / spec.model_id
     folder = model_folder / spec.run_folder
+    with contextlib.ExitStack() as held:
+        def check_folders() -> None:  # rank 0 only
+            held.enter_context(RunLock(folder))
+            check_run_folder(folder, options.resume_run, options.overwrite)
+            check_model_plan(model_folder, folder, plan.to_dict(), spec.kind)
+            if options.resume_run:
+                check_continuation(folder, plan.to_dict(), spec.kind)
 
-    torch.manual_seed(plan.seed)
-    network = build_model_network(plan.network, spec.output_channels).to(device)
-    said = spec.initialise(network) if not options.resume_run else "resuming from checkpoint_latest"
-    if said and context.is_writer:
-        tqdm.write(said)
+        on_writer(context, check_folders)
+        torch.manual_seed(plan.seed)
+        network = build_model_network(plan.network, spec.output_channels).to(device)
+        said = spec.initialise(network) if not options.resume_run else "resuming from checkpoint_latest"
+        source = batch_source(inputs.data, spec.cases, plan, spec.kind, plan.seed, device, options.data_path,
+                              options.num_workers, spec.label_noise, seg_task=spec.seg_task)
+        config = spec.config
+        run = TrainingRun(
+            folder=folder, network=training_network(network, context, device, options.compile_network),
+            optimizer=build_optimizer(network, config), device=device,
+            epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, make_batch=source.make_batch,
+            batch_loss=functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None),
+            validate=functools.partial(spec.validate, device=device),
+            checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
+            learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
+            curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
+            is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
 
-    source = batch_source(inputs.data, spec.cases, plan, spec.kind, plan.seed, device, options.data_path,
-                          options.num_workers, spec.label_noise, seg_task=spec.seg_task)
-    config = spec.config
-    run = TrainingRun(
-        folder=folder, network=training_network(network, context, device, options.compile_network),
-        optimizer=build_optimizer(network, config), device=device,
-        epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, make_batch=source.make_batch,
-        batch_loss=functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None),
-        validate=functools.partial(spec.validate, device=device),
-        checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
-        learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
-        curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
-        is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
-    if context.is_writer:
-        for note in spec.notes:
-            tqdm.write(f"note: {note}")
-        tqdm.write(f"{spec.headline}, {run.epochs} epochs x {run.iterations_per_epoch} iterations, "
-                   f"batch {config.batch_size}, device {device}{context.describe()}, "
-                   f"batches on {source.choice.path} ({source.choice.reason})")
-    log = resume(run) if options.resume_run else None
-    train(run, log)
-    if context.is_writer:
-        spec.final_report(network, model_folder, folder, device)
+        def start_folders() -> None:  # rank 0 only: the first writes of this run
+            if not options.resume_run:
+                clear_run_folder(folder, keep=(RUN_LOCK,))
+            prepare_model_folder(inputs.dataset_name, spec.model_id, plan.to_dict(), inputs.dataset_json)
+            for name, content in spec.records.items():
+                write_json(folder / name, content)
+
+        on_writer(context, start_folders)
+        if context.is_writer:
+            if said:
+                tqdm.write(said)
+            for note in spec.notes:
+                tqdm.write(f"note: {note}")
+            tqdm.write(f"{spec.headline}, {run.epochs} epochs x {run.iterations_per_epoch} iterations, "
+                       f"batch {config.batch_size}, device {device}{context.describe()}, "
+                       f"batches {source.choice.describe(source.num_workers)}")
+        try:
+            with stop_signals():
+                log = resume(run) if options.resume_run else None
+                train(run, log)
+        except StopRequested as stop:
+            raise interrupted(stop, folder, finished_epochs(folder), run.epochs) from None
+        if context.is_writer:
+            spec.final_report(network, model_folder, folder, device)
     return model_folder
+
+
+def finished_epochs(folder: Path) -> int:
+    """Epochs saved in the run's latest checkpoint (0 when none is)."""
+    path = folder / LATEST
+    return int(load_checkpoint(path, mmap=True)["epoch"]) if path.is_file() else 0
 
 
 def resume(run: TrainingRun) -> TrainingLog:
@@ -159,7 +187,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream:
         batches = iter(stream)
         for epoch in range(start_epoch, run.epochs):
-            _set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
+            set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
             started = time.perf_counter()
             run.network.train()
             losses, images = [], 0
@@ -194,26 +222,17 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                      "train_images_per_second": round(images * run.world_size / train_seconds, 2)}
             log.entries.append(entry)
             if run.is_writer:
-                log.write()
-                save_checkpoint(run.folder / LATEST, run.network, run.optimizer, epoch + 1, log.entries,
-                                **run.checkpoint_content)
+                with writes_held():  # a stop waits for the log and checkpoint of this epoch to agree
+                    log.write()
+                    save_checkpoint(run.folder / LATEST, run.network, run.optimizer, epoch + 1, log.entries,
+                                    **run.checkpoint_content)
                 log.plot(run.curves, run.title)
                 tqdm.write(_format_entry(entry))
     if run.is_writer:
-        save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
-                        **run.checkpoint_content)
+        with writes_held():
+            save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
+                            **run.checkpoint_content)
     return log
-
-
-def _set_learning_rate(optimizer, base_lr: float, schedule: str, epoch: int, epochs: int) -> None:
-    if schedule == "constant":
-        factor = 1.0
-    elif schedule == "poly":  # nnU-Net's polynomial decay, per epoch
-        factor = (1 - epoch / epochs) ** 0.9
-    else:
-        raise ValueError(f"unknown lr_schedule '{schedule}' (constant or poly)")
-    for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
