@@ -1,13 +1,16 @@
-"""How fast does rbmnet_predict go? Seconds per image on CPU (2 threads), with and without TTA.
+"""How fast does rbmnet_predict go? Seconds per image on CPU (2 threads), per backend (torch, onnx),
+batch 1 and 4, with and without TTA.
 
-    .venv/bin/python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--images 100]
+    .venv/bin/python benchmarks/predict_speed.py [--model MODEL_FOLDER] [--images 100] [--backends torch onnx]
 
 Without --model it builds a segmentation model folder with the DEFAULT plan (512x512 input,
 features [32..512], resunet) and random weights: speed does not depend on what the weights learned.
-It writes synthetic 512x512 radiographs to a temporary folder, predicts all of them once per
-setting, each setting in its own subprocess so that peak memory (ru_maxrss) is that setting's own,
-and writes benchmarks/results/predict_speed.json. Where CUDA exists the same runs go there too.
-A forward-only probe compares cheap CPU variants (channels_last, bf16 autocast) of the same network.
+The onnx backend needs an export: a model without one is exported first (rbmnet_export's code,
+into the model folder). It writes synthetic 512x512 radiographs to a temporary folder, predicts all
+of them once per setting, each setting in its own subprocess so that peak memory (VmHWM) is that
+setting's own, and writes benchmarks/results/predict_speed.json. Where CUDA exists the torch runs go
+there too. A forward-only probe compares cheap CPU variants (channels_last, bf16 autocast, ONNX
+Runtime) of the same network.
 """
 from __future__ import annotations
 
@@ -77,13 +80,14 @@ def run_setting(setting: dict) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     report = predict_folder(setting["input_dir"], setting["output_dir"], setting["model"], folds=setting["folds"],
                             tta=setting["tta"], device=setting["device"], batch_size=setting["batch_size"],
-                            num_workers=setting["num_workers"], progress=False)
+                            num_workers=setting["num_workers"], progress=False, backend=setting["backend"])
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     count = len(report.predicted)
     if report.failures or count != setting["images"]:
         raise SystemExit(f"benchmark run failed: {report.failures[:3]}")
     result = {
-        "device": setting["device"], "tta": setting["tta"], "torch_threads": torch.get_num_threads(),
+        "backend": setting["backend"], "device": setting["device"], "tta": setting["tta"],
+        "torch_threads": torch.get_num_threads(),
         "batch_size": setting["batch_size"], "num_workers": setting["num_workers"], "images": count,
         "wall_seconds": round(wall, 3), "seconds_per_image": round(wall / count, 4),
         "images_per_second": round(count / wall, 3),
@@ -93,11 +97,23 @@ def run_setting(setting: dict) -> dict:
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
         # summed over threads; stages overlap, so per-image sums can exceed seconds_per_image
         "stage_seconds_per_image": {k: round(v / count, 4) for k, v in report.stage_seconds.items()},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
     if setting["device"] == "cuda":
         result["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory. Linux's ru_maxrss would not do: it carries the parent's
+    peak over fork and exec (measured), so every worker would report at least what the parent held."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:  # not Linux: the portable figure
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def forward_probe(setting: dict) -> dict:
@@ -108,15 +124,18 @@ def forward_probe(setting: dict) -> dict:
     """
     import torch
 
+    from rbmnet.inference.backends import BACKENDS
     from rbmnet.inference.model_selection import select_folds
-    from rbmnet.inference.predictor import load_ensemble, reuse_freed_memory
+    from rbmnet.inference.predictor import reuse_freed_memory
     from rbmnet.model.forward import probabilities
+    from rbmnet.model.loading import load_fold_model
     from rbmnet.tasks.binary import BinaryTask
 
     torch.set_num_threads(setting["threads"])
     model = Path(setting["model"])
-    ensemble = load_ensemble(model, select_folds(model, setting["folds"])[:1], torch.device("cpu"))
-    network, (height, width) = ensemble.networks[0], ensemble.plan.input_size
+    fold = select_folds(model, setting["folds"])[0]
+    loaded = load_fold_model(model, fold)
+    network, (height, width) = loaded.network, loaded.plan.input_size
     images = torch.rand(1, 1, height, width)
     variants = (("fp32_contiguous", torch.contiguous_format, None, False),
                 ("fp32_channels_last", torch.channels_last, None, False),
@@ -139,7 +158,41 @@ def forward_probe(setting: dict) -> dict:
             reference = output
         else:
             results[name]["max_abs_probability_diff"] = round(float((output - reference).abs().max()), 5)
+    if "onnx" in setting["backends"]:  # the exported graph in ONNX Runtime (Sobel channel and activation inside)
+        predict = BACKENDS["onnx"].load(model, fold, torch.device("cpu")).predict
+        walls, cpus = [], []
+        for _ in range(4):
+            wall, cpu = time.perf_counter(), time.process_time()
+            output = predict(images.numpy())
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+        results["onnxruntime"] = {"seconds_per_image": round(min(walls[1:]), 4),
+                                  "cpu_seconds_per_image": round(min(cpus[1:]), 4),
+                                  "max_abs_probability_diff": round(float((output - reference).abs().max()), 5)}
     return results
+
+
+def ensure_export(model: Path, folds: list[str] | None) -> None:
+    """Export the folds that lack an up-to-date ONNX graph (the onnx backend needs one per fold)."""
+    from rbmnet.export.model_export import export_model
+    from rbmnet.inference.model_selection import select_folds
+    from rbmnet.model.exported import stale_reason
+
+    missing = [fold for fold in select_folds(model, folds) if stale_reason(model, fold) is not None]
+    if missing:
+        start = time.perf_counter()
+        exports = export_model(model, missing)
+        print(f"exported fold(s) {', '.join(missing)} in {time.perf_counter() - start:.0f} s; max |onnx - torch| "
+              f"{max(e.max_difference for e in exports):.2g}", flush=True)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def in_subprocess(mode: str, setting: dict) -> dict:
@@ -160,6 +213,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--skip-tta", action="store_true", help="CPU without TTA only (half the time)")
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"],
+                        help="backends measured on the CPU (CUDA runs use torch)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -177,40 +232,46 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rbmnet_predict_speed_") as tmp:
         tmp = Path(tmp)
         model = args.model.absolute() if args.model else build_default_model(tmp / "models")
+        if "onnx" in args.backends:
+            ensure_export(model, args.folds)
         input_dir = tmp / "images"
         input_dir.mkdir()
         rng = np.random.default_rng(0)
         for index in range(args.images):
             write_png(input_dir / f"synthetic_{index:03d}.png", synthetic_radiograph(rng, args.size))
         base = {"input_dir": str(input_dir), "model": str(model), "folds": args.folds, "images": args.images,
-                "threads": args.threads, "batch_size": args.batch_size, "num_workers": args.num_workers}
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                "threads": args.threads, "batch_size": args.batch_size, "num_workers": args.num_workers,
+                "backends": args.backends}
         runs = []
-        plans = [(device, tta, args.batch_size) for device in devices for tta in (False, True)]
-        plans.insert(1, ("cpu", False, 1))  # on CPU a batch buys no speed but costs memory: show both
-        for device, tta, batch_size in plans:
+        # on CPU a batch buys little speed but costs memory: batch 1 and --batch-size, each backend
+        plans = [(backend, "cpu", tta, batch_size) for backend in args.backends for tta in (False, True)
+                 for batch_size in dict.fromkeys((1, args.batch_size))]
+        if torch.cuda.is_available():
+            plans += [("torch", "cuda", tta, args.batch_size) for tta in (False, True)]
+        for backend, device, tta, batch_size in plans:
             if args.skip_tta and tta:
                 continue
-            setting = {**base, "device": device, "tta": tta, "batch_size": batch_size,
-                       "output_dir": str(tmp / f"out_{device}_{tta}_{batch_size}")}
+            setting = {**base, "backend": backend, "device": device, "tta": tta, "batch_size": batch_size,
+                       "output_dir": str(tmp / f"out_{backend}_{device}_{tta}_{batch_size}")}
             runs.append(in_subprocess("worker", setting))
-            print(f"{device} tta={tta} batch {batch_size}: {runs[-1]['seconds_per_image']:.3f} s/image "
+            print(f"{backend} {device} tta={tta} batch {batch_size}: {runs[-1]['seconds_per_image']:.3f} s/image "
                   f"({runs[-1]['cpu_seconds_per_image']:.3f} CPU s/image, load {runs[-1]['load_average_1min']}), "
                   f"{runs[-1]['images_per_second']:.2f} images/s, peak RSS {runs[-1]['peak_rss_mib']} MiB, "
                   f"stages/image {runs[-1]['stage_seconds_per_image']}", flush=True)
         probe = in_subprocess("probe", {**base, "device": "cpu"})
         print(f"forward-only probe (CPU, {args.threads} threads): {probe}")
 
-    cpu_plain = next(r for r in runs if r["device"] == "cpu" and not r["tta"] and r["batch_size"] == args.batch_size)
+    plain = {r["backend"]: r for r in runs if r["device"] == "cpu" and not r["tta"] and r["batch_size"] == args.batch_size}
     result = {
         "model": str(args.model) if args.model else "default plan, random weights (resunet [32..512], 512x512)",
         "images": args.images, "image_size": [args.size, args.size],
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if "cuda" in devices else None},
+                    "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "runs": runs, "forward_probe_cpu": probe,
         "load_average_after": list(os.getloadavg()),  # other work on the machine slows every number
         "target_cpu_seconds_per_image_no_tta": TARGET_SECONDS_PER_IMAGE,
-        "meets_target": cpu_plain["seconds_per_image"] <= TARGET_SECONDS_PER_IMAGE,
+        "meets_target": {backend: run["seconds_per_image"] <= TARGET_SECONDS_PER_IMAGE for backend, run in plain.items()},
     }
     write_json(args.output, result)
     print(f"written {args.output}")

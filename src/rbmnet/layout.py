@@ -6,7 +6,8 @@
     rbmnet_results/<Name>/<model id>/
                                   plans.json, dataset.json, postprocessing.json, crossval_summary.json/.csv,
                                   fold_<k>/ (checkpoint_final.pt, checkpoint_latest.pt, training_log.jsonl,
-                                  progress.png, training_cases.json, validation/ (summary.json, summary.csv));
+                                  progress.png, training_cases.json, validation/ (summary.json, summary.csv),
+                                  model.onnx and model.json once exported);
                                   a pretext model holds split.json, its checkpoints and validation/ at its top
 
 The model ids themselves (which model a folder holds) are model/folder.py's. This module is on the
@@ -57,6 +58,8 @@ SPLIT_JSON = "split.json"  # pretext: its seeded train / validation split
 VALIDATION_FOLDER = "validation"
 SUMMARY_JSON = "summary.json"  # in validation/ (and wherever rbmnet_evaluate writes)
 SUMMARY_CSV = "summary.csv"
+ONNX_MODEL = "model.onnx"  # in a fold folder: rbmnet_export's graph, normalized image -> probabilities
+ONNX_JSON = "model.json"  # beside it: what prediction needs outside the graph (model/exported.py)
 
 
 def fold_folder_name(fold: int | str) -> str:

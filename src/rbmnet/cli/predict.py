@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from rbmnet.cli.common import friendly_errors
+from rbmnet.inference.quality import DEFAULT_FLAG_BELOW
 
 EXIT_SOME_FAILED = 1
 
@@ -37,7 +38,15 @@ EXIT_SOME_FAILED = 1
                    "(teeth models: each tooth in its own colour with its number).")
 @click.option("--binary", is_flag=True,
               help="Write 0/255 tooth masks even from a teeth model (to compare it with binary models).")
+@click.option("--flag-below", type=click.FloatRange(0, 1), default=DEFAULT_FLAG_BELOW, show_default=True,
+              help="Mark images whose agreement between folds (or TTA passes) is below this in OUT_DIR/quality.csv "
+                   "(column flagged) and print how many; 0 turns flagging off. See docs/quality.md.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+# the names of inference/backends.py's BACKEND_NAMES, spelled out so that --help does not load torch
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="What computes the probabilities: torch (the checkpoints), onnx (ONNX Runtime on the CPU, "
+                   "needs rbmnet_export first), auto (onnx on CPU when every fold has an up-to-date export, "
+                   "else torch). Same outputs either way.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images per forward pass.")
 @click.option("--continue", "resume", is_flag=True, help="Skip inputs whose outputs already exist.")
@@ -45,28 +54,36 @@ EXIT_SOME_FAILED = 1
               help="Threads reading and, separately, writing files while the network runs (0: in the main thread).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, overlay, binary, device, batch_size,
-         resume, num_workers, quiet):
+def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, overlay, binary, flag_below, device,
+         backend, batch_size, resume, num_workers, quiet):
     """Predict teeth for every radiograph in IN_DIR with a trained segmentation model: a tooth mask
-    (binary models) or a map of tooth numbers (teeth models), post-processed as the model decided.
+    (binary models) or a map of tooth numbers (teeth models), post-processed as the model decided;
+    and OUT_DIR/quality.csv: per image the folds' (and TTA passes') agreement, the tooth area and, for
+    teeth models, the tooth count and duplicated numbers.
 
     A file that cannot be read is reported (one line, and a row of OUT_DIR/failures.csv), the others
     are still predicted, and the exit code is then 1. Bad arguments, an OUT_DIR that cannot be written
     (checked first) and a write the disk refuses later (full, read-only) exit with 2 and one line.
     """
+    from rbmnet.inference.backends import choose_backend
     from rbmnet.inference.model_selection import choose_model
     from rbmnet.inference.predictor import FAILURES_CSV, predict_folder
+    from rbmnet.inference.quality import QUALITY_CSV, flag_message
     from rbmnet.model.folder import postprocessing_name
 
     fold_list = [f.strip() for text in folds for f in text.split(",") if f.strip()] or None
     choice = choose_model(dataset, model, fold_list)
     click.echo(f"model: {choice.folder} ({choice.how}); folds {', '.join(choice.folds)}; "
                f"tta {'on' if tta else 'off'}; post-processing {postprocessing_name(choice.folder)}")
+    backend, backend_device = choose_backend(backend, choice.folder, choice.folds, device)
+    click.echo(f"backend: {backend} on {backend_device}")
     report = predict_folder(input_dir, output_dir, choice.folder, choice.folds, tta=tta, device=device,
                             batch_size=batch_size, num_workers=num_workers, save_probabilities=save_probabilities,
-                            overlay=overlay, resume=resume, progress=not quiet, binary=binary)
+                            overlay=overlay, resume=resume, progress=not quiet, binary=binary, flag_below=flag_below,
+                            backend=backend)
     skipped = f", {len(report.skipped)} skipped (already done)" if report.skipped else ""
     click.echo(f"{len(report.predicted)} predicted{skipped} -> {Path(output_dir)}")
+    click.echo(flag_message(report.quality, flag_below, Path(output_dir) / QUALITY_CSV))
     if report.failures:
         click.echo(f"{len(report.failures)} of {report.total} inputs failed; "
                    f"see {Path(output_dir) / FAILURES_CSV}", err=True)

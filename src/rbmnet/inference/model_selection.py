@@ -2,6 +2,7 @@
 
 A model folder (see docs/model_folder.md) holds plans.json, dataset.json and fold_<k>/checkpoint_final.pt;
 a fold counts as trained only once its final checkpoint exists (checkpoint_latest is mid-training).
+A folder written by `rbmnet_export -o` holds fold_<k>/model.onnx (+ model.json) instead of checkpoints.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.paths import existing_datasets, results_dataset_dir, results_root
 from rbmnet.layout import DATASET_JSON, DEFAULT_PLANS_NAME, FOLD_PREFIX, MODEL_PLANS_JSON, fold_of_folder_name
-from rbmnet.model.folder import default_folds, trained_folds
+from rbmnet.model.folder import default_folds, predictable_folds
 from rbmnet.model.checkpoint import FINAL
 
 SEGMENTATION_PREFIX = "seg__"
@@ -30,7 +31,7 @@ def select_folds(model_folder: Path, folds: list[str] | None) -> list[str]:
     model_folder = Path(model_folder)
     if not model_folder.is_dir():
         raise RbmnetError(f"{model_folder}: model folder does not exist")
-    available = trained_folds(model_folder)
+    available = predictable_folds(model_folder)  # a final checkpoint or an ONNX export
     if not available and (model_folder / FINAL).is_file() and model_folder.name.startswith(FOLD_PREFIX):
         raise RbmnetError(f"{model_folder}: is one fold of a model; pass its parent folder and "
                           f"-f {fold_of_folder_name(model_folder.name)}")

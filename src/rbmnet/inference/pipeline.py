@@ -4,7 +4,8 @@ Reader threads decode and preprocess a bounded number of files ahead (in input o
 thread batches them through the network; writer threads resize the probabilities back to each
 image's size, threshold and encode the PNGs. Threads suffice: PIL's decoders, zlib, scikit-image's
 resampling and torch all release the GIL for their heavy parts, and threads share the arrays
-without pickling. A file that cannot be read becomes a Failure and the others go on; an output the
+without pickling. A file that cannot be read becomes a Failure and the others go on, and so does an
+image the network cannot take (a failed batch is retried one image at a time); an output the
 system refuses to write (disk full, read-only) stops the run with that one error.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ class PredictionReport:
     predicted: list[str] = field(default_factory=list)  # input file names with new outputs
     skipped: list[str] = field(default_factory=list)  # already done (resume)
     failures: list[Failure] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)  # a row per predicted case ("file" + inference/quality.py's)
     # seconds spent per stage, summed over threads (stages overlap, so they add up to more than the wall time)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -53,11 +55,13 @@ class PredictionReport:
 @dataclass
 class OutputSettings:
     output_dir: Path
-    decode: Callable[[np.ndarray], np.ndarray]  # (C,H,W) probabilities at the original size -> saved uint8 map
+    decode: Callable[[np.ndarray], np.ndarray]  # (C,H,W) probabilities at the original size -> uint8 map
     tooth_probability: Callable[[np.ndarray], np.ndarray]  # (C,H,W) -> (H,W) probability of any tooth
     draw_overlay: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (gray, saved map) -> RGB picture
     save_probabilities: bool = False  # uint8 PNG, tooth probability * 255, in <output_dir>/probabilities/
     overlay: bool = False  # RGB PNG in <output_dir>/overlays/
+    finish: Callable[[np.ndarray], np.ndarray] | None = None  # decoded map -> saved map (None: saved as decoded)
+    describe: Callable[[np.ndarray, np.ndarray], dict] | None = None  # (decoded, saved) -> the case's quality columns
 
     def paths(self, source: Path) -> dict[str, Path]:
         name = f"{source.stem}.png"
@@ -131,29 +135,34 @@ def load_case(path: Path, input_size, normalization, keep_raw: bool, clock: Stag
 
 
 def write_case(case: LoadedCase, probability: np.ndarray, settings: OutputSettings,
-               clock: StageClock) -> Failure | None:
+               clock: StageClock, quality: dict | None = None) -> Failure | dict:
     """(C,h,w) probabilities at the input size -> mask (and extras) at the original size.
 
-    A case whose pictures cannot be made or encoded is a Failure; a write the system refuses (disk
-    full, read-only, no permission) raises RbmnetError: every later case would fail the same way.
+    Returns the case's quality row: `quality` (what the forward pass measured) and settings.describe's
+    columns. A case whose pictures cannot be made or encoded is a Failure; a write the system refuses
+    (disk full, read-only, no permission) raises RbmnetError: every later case would fail the same way.
     """
     with clock.measure("write"):
         try:
-            pictures = _output_pictures(case, probability, settings)
+            pictures, description = _output_pictures(case, probability, settings)
             for path, picture in pictures.items():
                 write_png(path, picture)
         except RbmnetError:  # only atomic_path's "could not write" reaches here
             raise
         except Exception as exc:
             return Failure(case.source.name, _reason(exc, case.source))
-    return None
+    return {**(quality or {}), **description}
 
 
-def _output_pictures(case: LoadedCase, probability: np.ndarray, settings: OutputSettings) -> dict[Path, np.ndarray]:
-    """{output path: uint8 picture}, the mask last: an existing mask means the case is complete (resume)."""
+def _output_pictures(case: LoadedCase, probability: np.ndarray,
+                     settings: OutputSettings) -> tuple[dict[Path, np.ndarray], dict]:
+    """{output path: uint8 picture}, the mask last: an existing mask means the case is complete (resume);
+    and settings.describe's columns."""
     paths = settings.paths(case.source)
     restored = restore_probabilities(probability, case.properties["original_shape"])
-    mask = settings.decode(restored)
+    decoded = settings.decode(restored)
+    mask = decoded if settings.finish is None else settings.finish(decoded)
+    description = {} if settings.describe is None else settings.describe(decoded, mask)
     pictures = {}
     if "probabilities" in paths:
         tooth = settings.tooth_probability(restored)
@@ -162,23 +171,25 @@ def _output_pictures(case: LoadedCase, probability: np.ndarray, settings: Output
         gray = display_gray(case.raw, case.properties["clip_low"], case.properties["clip_high"])
         pictures[paths["overlay"]] = settings.draw_overlay(gray, mask)
     pictures[paths["mask"]] = mask
-    return pictures
+    return pictures, description
 
 
 def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray], input_size, normalization,
                  settings: OutputSettings, batch_size: int = 4, num_workers: int = 2,
                  progress: bool = True) -> PredictionReport:
-    """Predict every file; `predict` maps (B,H,W) preprocessed images to (B,C,H,W) probabilities."""
+    """Predict every file; `predict` maps (B,H,W) preprocessed images to (B,C,H,W) probabilities, or to
+    (those, a dict per image of quality columns measured on the way)."""
     report, clock = PredictionReport(), StageClock()
     lookahead = 2 * batch_size + num_workers  # enough to fill the next batch while this one runs
     bar = tqdm(total=len(files), unit="image", disable=not progress, dynamic_ncols=True)
 
-    def record(outcome: Failure | None, case_name: str) -> None:
-        if outcome is None:
-            report.predicted.append(case_name)
-        else:
+    def record(outcome: Failure | dict | None, case_name: str) -> None:
+        if isinstance(outcome, Failure):
             report.failures.append(outcome)
             tqdm.write(f"failed: {outcome.file}: {outcome.reason}")
+        else:
+            report.predicted.append(case_name)
+            report.quality.append({"file": case_name, **(outcome or {})})
         bar.update(1)
 
     # the bar closes on the way out, also when a refused write stops the run
@@ -186,10 +197,20 @@ def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray],
         pending_writes: deque[tuple[Future, str]] = deque()
 
         def infer_and_hand_over(batch: list[LoadedCase]) -> None:
-            with clock.measure("forward"):
-                batch_probabilities = predict(np.stack([case.image for case in batch]))
-            for case, probability in zip(batch, batch_probabilities):
-                pending_writes.append((writers.submit(write_case, case, probability, settings, clock), case.source.name))
+            try:
+                with clock.measure("forward"):
+                    output = predict(np.stack([case.image for case in batch]))
+            except Exception as exc:  # whatever the backend: one image it cannot take costs that image only
+                if len(batch) > 1:
+                    for case in batch:
+                        infer_and_hand_over([case])
+                else:
+                    record(Failure(batch[0].source.name, _reason(exc, batch[0].source)), batch[0].source.name)
+                return
+            batch_probabilities, batch_quality = output if isinstance(output, tuple) else (output, [{}] * len(batch))
+            for case, probability, quality in zip(batch, batch_probabilities, batch_quality):
+                pending_writes.append((writers.submit(write_case, case, probability, settings, clock, quality),
+                                       case.source.name))
             while len(pending_writes) > lookahead:  # bound the memory held by finished-but-unwritten cases
                 future, name = pending_writes.popleft()
                 record(future.result(), name)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
-from rbmnet.layout import DATASET_JSON, FOLD_PREFIX, MODEL_PLANS_JSON, POSTPROCESSING_JSON, fold_of_folder_name
+from rbmnet.layout import (DATASET_JSON, FOLD_PREFIX, MODEL_PLANS_JSON, ONNX_JSON, ONNX_MODEL, POSTPROCESSING_JSON,
+                           fold_of_folder_name)
 from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 
@@ -89,11 +90,27 @@ def load_postprocessing(model_folder: Path):
 def trained_folds(model_folder: Path) -> list[str]:
     """Fold names ('0', '1', ..., 'all') whose final checkpoint exists, numbered folds in numeric order."""
     names = [fold_of_folder_name(p.parent.name) for p in Path(model_folder).glob(f"{FOLD_PREFIX}*/{FINAL}")]
-    return sorted(names, key=lambda name: (not name.isdigit(), int(name) if name.isdigit() else 0, name))
+    return sorted(names, key=_fold_order)
+
+
+def exported_folds(model_folder: Path) -> list[str]:
+    """Fold names with a complete ONNX export (rbmnet_export writes the graph first, its JSON last)."""
+    names = [fold_of_folder_name(p.parent.name) for p in Path(model_folder).glob(f"{FOLD_PREFIX}*/{ONNX_JSON}")
+             if (p.parent / ONNX_MODEL).is_file()]
+    return sorted(names, key=_fold_order)
+
+
+def predictable_folds(model_folder: Path) -> list[str]:
+    """Folds prediction can use: trained or exported (a copy made by `rbmnet_export -o` holds only exports)."""
+    return sorted(set(trained_folds(model_folder)) | set(exported_folds(model_folder)), key=_fold_order)
+
+
+def _fold_order(name: str) -> tuple:
+    return not name.isdigit(), int(name) if name.isdigit() else 0, name
 
 
 def default_folds(model_folder: Path) -> list[str]:
-    """Every trained numbered fold (the cross-validation ensemble); 'all' only when nothing else exists."""
-    folds = trained_folds(model_folder)
+    """Every predictable numbered fold (the cross-validation ensemble); 'all' only when nothing else exists."""
+    folds = predictable_folds(model_folder)
     numbered = [f for f in folds if f.isdigit()]
     return numbered or folds

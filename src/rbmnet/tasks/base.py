@@ -107,11 +107,10 @@ def lookup_table(mapping: dict[int, int], size: int = 256, missing: int = Segmen
     return table
 
 
-def flip_tta(activated: torch.Tensor, activated_flipped: torch.Tensor, order: list[int]) -> torch.Tensor:
-    """Average a prediction with that of the left-right mirrored image, mapped back: spatially AND in
-    its channels (the mirrored image shows the patient's sides swapped)."""
-    back = torch.flip(activated_flipped, dims=[3])[:, order]
-    return 0.5 * (activated + back)
+def mirror_back(activated_flipped: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """The prediction of the left-right mirrored image in the unmirrored image's frame: mapped back
+    spatially AND in its channels (the mirrored image shows the patient's sides swapped)."""
+    return torch.flip(activated_flipped, dims=[3])[:, order]
 
 
 def check_index_target(target: torch.Tensor) -> torch.Tensor:
