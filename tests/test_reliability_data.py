@@ -70,6 +70,15 @@ def test_damaged_store_is_a_one_line_error_naming_the_file(roots, file_name, dam
     assert "run rbmnet_plan_and_preprocess -d Tiny again to rebuild it" in message
 
 
+def test_the_rebuild_hint_names_the_plan_that_uses_the_configuration(roots):
+    _, folder = _preprocessed(roots)
+    plans = folder.parent / "plans.json"
+    plans.rename(folder.parent / "cpu_small.json")  # only another plans name uses this configuration
+    _truncate(folder / "images.npy")
+    with pytest.raises(RbmnetError, match="run rbmnet_plan_and_preprocess -d Tiny -p cpu_small again"):
+        PreprocessedDataset(folder)
+
+
 def test_planning_again_rebuilds_a_damaged_store(roots):
     plan, folder = _preprocessed(roots)
     _truncate(folder / "images.npy")

@@ -19,7 +19,7 @@ import numpy as np
 
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
-from rbmnet.layout import CASES_JSON, IMAGES_NPY, LABELS_NPY
+from rbmnet.layout import CASES_JSON, DEFAULT_PLANS_NAME, IMAGES_NPY, LABELS_NPY, configuration_name
 
 ROLES = ("labeled", "unlabeled", "test")
 META_KEYS = ("configuration", "input_size", "normalization", "cases")
@@ -137,11 +137,27 @@ def open_array(path: Path, dtype, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _damaged(path: Path, detail: str) -> RbmnetError:
-    # configuration folder: rbmnet_preprocessed/<Name>/<configuration>/<file>
-    name = path.parent.parent.name
     detail = " ".join(detail.split())  # exception texts may span lines; the error is one
-    return RbmnetError(f"{path}: damaged preprocessed data ({detail}); "
-                       f"run rbmnet_plan_and_preprocess -d {name} again to rebuild it")
+    return RbmnetError(f"{path}: damaged preprocessed data ({detail}); run {rebuild_command(path.parent)} "
+                       f"again to rebuild it")
+
+
+def rebuild_command(folder: Path) -> str:
+    """The planning command that rebuilds configuration folder rbmnet_preprocessed/<Name>/<configuration>:
+    with -p when only plans other than the default one use that configuration."""
+    dataset_dir = Path(folder).parent
+    plans = []
+    for path in sorted(dataset_dir.glob("*.json")):  # plans.json and the other plans names' files
+        try:
+            size = read_json(path).get("input_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(size, list) and len(size) == 2 and configuration_name(*size) == Path(folder).name:
+            plans.append(path.stem)
+    command = f"rbmnet_plan_and_preprocess -d {dataset_dir.name}"
+    if not plans or DEFAULT_PLANS_NAME in plans:
+        return command
+    return f"{command} -p {plans[0]}" + (f" (or -p {', '.join(plans[1:])})" if len(plans) > 1 else "")
 
 
 def configuration_dir(preprocessed_dataset_dir: str | Path, configuration: str) -> Path:
