@@ -29,3 +29,21 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny synthetic training dataset (training_factory.py), made once per test module: (root, env)."""
+    from training_factory import make_tiny_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    return root, make_tiny_dataset(root)
+
+
+@pytest.fixture
+def tiny_env(tiny, monkeypatch):
+    """rbmnet's roots pointed at the module's tiny dataset for one test; returns its root."""
+    root, env = tiny
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return root

@@ -17,7 +17,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.export.verification import TOLERANCE
 from rbmnet.io.atomic import read_json, write_json
 from rbmnet.io.images import read_label, write_png
-from training_factory import TINY_PLAN, make_tiny_dataset
+from training_factory import TINY_PLAN, train_tiny_fold
 
 TEETH_PLAN = {**TINY_PLAN, "segmentation.task": "teeth", "segmentation.numbering_head": "factorized"}
 MIN_DICE = 0.999
@@ -25,17 +25,7 @@ MIN_DICE = 0.999
 
 def _train(root: Path, overrides: dict) -> tuple[dict, Path]:
     """Fold 0 of a tiny model, a few iterations; (environment, model folder)."""
-    from rbmnet.training.segmentation import run_segmentation
-    from rbmnet.training.setup import load_stage_inputs
-
-    env = make_tiny_dataset(root, num_labeled=10, num_unlabeled=0, num_test=3, overrides=overrides)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        torch.set_num_threads(1)
-        folder = run_segmentation(load_stage_inputs("Tiny", "plans", {}), "0", init="scratch", device_name="cpu",
-                                  num_workers=0)
-    return env, folder
+    return train_tiny_fold(root, overrides, num_test=3)
 
 
 def _export(env: dict, *args: str):

@@ -18,7 +18,7 @@ from rbmnet.io.atomic import read_json, write_json
 from rbmnet.io.images import read_image, read_label, write_png
 from rbmnet.preprocessing.transforms import preprocess_image
 from test_predict import MODEL_ID, make_model_folder
-from training_factory import TINY_PLAN, make_tiny_dataset
+from training_factory import TINY_PLAN, train_tiny_fold
 
 BINARY_COLUMNS = ["file", "flagged", "agreement", "fold_agreement", "tta_agreement", "tooth_pixels",
                   "tooth_fraction"]
@@ -179,18 +179,8 @@ def test_continue_keeps_the_rows_of_skipped_images_and_reflags_them(binary_setup
 @pytest.fixture(scope="module")
 def teeth_model(tmp_path_factory):
     """A classes-head teeth model, fold 0, a few iterations, no post-processing (saved map = decoded map)."""
-    from rbmnet.training.segmentation import run_segmentation
-    from rbmnet.training.setup import load_stage_inputs
-
     plan = {**TINY_PLAN, "segmentation.task": "teeth", "segmentation.numbering_head": "classes"}
-    env = make_tiny_dataset(tmp_path_factory.mktemp("teeth"), num_labeled=8, num_unlabeled=0, num_test=3,
-                            overrides=plan)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        torch.set_num_threads(1)
-        folder = run_segmentation(load_stage_inputs("Tiny", "plans", {}), "0", init="scratch", device_name="cpu",
-                                  num_workers=0)
+    env, folder = train_tiny_fold(tmp_path_factory.mktemp("teeth"), plan, num_labeled=8, num_test=3)
     write_json(folder / "postprocessing.json", {**read_json(folder / "postprocessing.json"), "chosen": "none"})
     return env, folder
 

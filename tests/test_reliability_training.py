@@ -3,6 +3,7 @@ model (plan values checked before anything is deleted, --continue only with the 
 run per folder, SIGTERM / Ctrl-C stop cleanly, batch workers die with their parent)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,24 +24,9 @@ from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import Plan, apply_overrides, load_plan
 from rbmnet.training.run_lock import RunLock
 from rbmnet.training.stopping import continue_command
-from training_factory import make_tiny_dataset
 
 PRETEXT = "results/Tiny/pretext__resunet__plans"
 SEG = "results/Tiny/seg__resunet__scratch__frac0.2__plans"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reliable")
-    return root, make_tiny_dataset(root)
-
-
-@pytest.fixture
-def tiny_env(tiny, monkeypatch):
-    root, env = tiny
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return root
 
 
 def train(*args):
@@ -56,6 +42,20 @@ def one_line_error(result) -> str:
 
 def plans_json(root: Path) -> Path:
     return root / "pre" / "Tiny" / "plans.json"
+
+
+@contextlib.contextmanager
+def edited_plan(root: Path, section: str, key: str, value):
+    """plans.json with one value edited by hand, restored afterwards; yields its path."""
+    path = plans_json(root)
+    original = path.read_text()
+    try:
+        data = json.loads(original)
+        data[section][key] = value
+        path.write_text(json.dumps(data))
+        yield path
+    finally:
+        path.write_text(original)
 
 
 # --- plan values ----------------------------------------------------------------------------------
@@ -81,17 +81,10 @@ def test_every_plan_value_is_checked_when_a_plan_is_built(key, value, says):
 
 
 def test_hand_edited_plan_is_refused_before_training_touches_anything(tiny_env):
-    path = plans_json(tiny_env)
-    original = path.read_text()
-    try:
-        data = json.loads(original)
-        data["segmentation"]["epochs"] = -2
-        path.write_text(json.dumps(data))
+    with edited_plan(tiny_env, "segmentation", "epochs", -2) as path:
         line = one_line_error(train("seg", "1", "-d", "Tiny", "-np", "0", "--init", "scratch"))
-        assert str(path) in line and "segmentation.epochs = -2" in line
-        assert not (tiny_env / SEG / "fold_1").exists(), "no untrained model may be saved"
-    finally:
-        path.write_text(original)
+    assert str(path) in line and "segmentation.epochs = -2" in line
+    assert not (tiny_env / SEG / "fold_1").exists(), "no untrained model may be saved"
 
 
 def test_set_refuses_impossible_values_at_plan_time(tiny_env):
@@ -108,15 +101,9 @@ def test_overwrite_with_an_invalid_plan_keeps_the_finished_model(tiny_env):
     assert train("pretext", "-d", "Tiny", "--epochs", "1", "-np", "0", "--overwrite").exit_code == 0
     final = tiny_env / PRETEXT / "checkpoint_final.pt"
     before = final.read_bytes()
-    path = plans_json(tiny_env)
-    original = path.read_text()
-    try:
-        data = json.loads(original)
-        data["pretext"]["learning_rate"] = -1
-        path.write_text(json.dumps(data))
-        assert "pretext.learning_rate = -1" in one_line_error(train("pretext", "-d", "Tiny", "-np", "0", "--overwrite"))
-    finally:
-        path.write_text(original)
+    with edited_plan(tiny_env, "pretext", "learning_rate", -1):
+        line = one_line_error(train("pretext", "-d", "Tiny", "-np", "0", "--overwrite"))
+    assert "pretext.learning_rate = -1" in line
     assert final.read_bytes() == before
 
 

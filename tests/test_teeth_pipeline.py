@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy import ndimage
 
@@ -17,7 +16,7 @@ from rbmnet.data.numbering import NUMBERINGS
 from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json, write_json
 from rbmnet.io.images import read_image, read_label, write_png
-from training_factory import TINY_PLAN, make_tiny_dataset
+from training_factory import TINY_PLAN, train_tiny_fold
 
 # the factorized head: it has every post-processing candidate (the classes head, the default, is
 # trained through the command line in test_device_batches.py and test_benchmark.py)
@@ -29,18 +28,7 @@ MODEL_ID = "seg__resunet__scratch__frac0.2__plans__teeth-factorized"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A factorized teeth model, fold 0, a few iterations; (environment, model folder)."""
-    from rbmnet.training.segmentation import run_segmentation
-    from rbmnet.training.setup import load_stage_inputs
-
-    env = make_tiny_dataset(tmp_path_factory.mktemp("teeth"), num_labeled=10, num_unlabeled=0, num_test=2,
-                            overrides=TEETH_PLAN)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        torch.set_num_threads(1)
-        folder = run_segmentation(load_stage_inputs("Tiny", "plans", {}), "0", init="scratch", device_name="cpu",
-                                  num_workers=0)
-    return env, folder
+    return train_tiny_fold(tmp_path_factory.mktemp("teeth"), TEETH_PLAN)
 
 
 def test_fold_reports_numbering_metrics_and_a_postprocessing_decision(trained):

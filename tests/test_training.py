@@ -17,23 +17,8 @@ from click.testing import CliRunner
 from rbmnet.cli.train import main as train_cli
 from rbmnet.errors import RbmnetError
 from rbmnet.training.fraction import training_subset
-from training_factory import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return root, make_tiny_dataset(root)
-
-
-@pytest.fixture
-def tiny_env(tiny, monkeypatch):
-    root, env = tiny
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return root
 
 
 def run_cli(*args):

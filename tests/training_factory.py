@@ -39,3 +39,22 @@ def make_tiny_dataset(root: Path, name: str = "Tiny", num_labeled: int = 15, num
             else:
                 os.environ[key] = value
     return env
+
+
+def train_tiny_fold(root: Path, overrides: dict, num_labeled: int = 10, num_test: int = 2) -> tuple[dict, Path]:
+    """A tiny dataset planned with `overrides` and its fold 0 trained from scratch on one thread, a few
+    iterations; returns (environment, model folder)."""
+    import pytest
+    import torch
+
+    from rbmnet.training.segmentation import run_segmentation
+    from rbmnet.training.setup import load_stage_inputs
+
+    env = make_tiny_dataset(root, num_labeled=num_labeled, num_unlabeled=0, num_test=num_test, overrides=overrides)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        torch.set_num_threads(1)
+        folder = run_segmentation(load_stage_inputs("Tiny", "plans", {}), "0", init="scratch", device_name="cpu",
+                                  num_workers=0)
+    return env, folder

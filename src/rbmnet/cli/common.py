@@ -50,3 +50,26 @@ set_option = click.option(
 
 def overrides_to_dict(overrides: tuple[str, ...]) -> dict[str, object]:
     return dict(parse_override(text) for text in overrides)
+
+
+def model_options(verb: str):
+    """-d / -m / -f: which trained model and folds a command uses (rbmnet_predict, rbmnet_export)."""
+    def decorate(func):
+        for option in reversed((
+            click.option("-d", "--dataset", "dataset", default=None,
+                         help=f"Dataset whose model is {verb} (a folder of rbmnet_results); may be omitted when only "
+                              f"one has models or when --model is a folder."),
+            click.option("-m", "--model", default=None,
+                         help="Model folder path, or its id under rbmnet_results/<NAME>/ "
+                              "(default: the newest trained segmentation model of the dataset)."),
+            click.option("-f", "--folds", "folds", multiple=True, metavar="FOLD",
+                         help="Fold(s), e.g. -f 0 -f 1 or -f 0,1 (default: every trained fold)."),
+        )):
+            func = option(func)
+        return func
+    return decorate
+
+
+def fold_list(folds: tuple[str, ...]) -> list[str] | None:
+    """-f 0 -f 1,2 -> ['0', '1', '2']; None when no fold was named."""
+    return [f.strip() for text in folds for f in text.split(",") if f.strip()] or None

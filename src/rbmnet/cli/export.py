@@ -6,18 +6,11 @@ from pathlib import Path
 
 import click
 
-from rbmnet.cli.common import friendly_errors
+from rbmnet.cli.common import fold_list, friendly_errors, model_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-d", "--dataset", "dataset", default=None,
-              help="Dataset whose model is exported (a folder of rbmnet_results); may be omitted when only one "
-                   "has models or when --model is a folder.")
-@click.option("-m", "--model", default=None,
-              help="Model folder path, or its id under rbmnet_results/<NAME>/ "
-                   "(default: the newest trained segmentation model of the dataset).")
-@click.option("-f", "--folds", "folds", multiple=True, metavar="FOLD",
-              help="Fold(s) to export, e.g. -f 0 -f 1 or -f 0,1 (default: every trained fold).")
+@model_options("exported")
 @click.option("-o", "--output", "copy_to", default=None, type=click.Path(path_type=Path),
               help="Also write a self-contained copy (plan, dataset.json, post-processing, the ONNX graphs; no "
                    "checkpoints) into this new folder: rbmnet_predict -m DIR uses it without the results root.")
@@ -35,12 +28,12 @@ def main(dataset, model, folds, copy_to, archive):
     from rbmnet.export.portable_copy import check_copy_target, write_portable_copy
     from rbmnet.export.verification import TOLERANCE
 
-    fold_list = [f.strip() for text in folds for f in text.split(",") if f.strip()] or None
-    folder = _model_folder(dataset, model, fold_list)
+    chosen_folds = fold_list(folds)
+    folder = _model_folder(dataset, model, chosen_folds)
     if copy_to is not None:
         check_copy_target(copy_to)  # before minutes of export work
     click.echo(f"model: {folder}")
-    exports = export_model(folder, fold_list, log=click.echo)
+    exports = export_model(folder, chosen_folds, log=click.echo)
     worst = max(export.max_difference for export in exports)
     click.echo(f"exported {len(exports)} fold(s): {', '.join(str(e.onnx_path) for e in exports)}; "
                f"max |onnx - torch| {worst:.2g} (tolerance {TOLERANCE:g})")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rbmnet.cli.common import friendly_errors
+from rbmnet.cli.common import fold_list, friendly_errors, model_options
 from rbmnet.inference.quality import DEFAULT_FLAG_BELOW
 
 EXIT_SOME_FAILED = 1
@@ -18,15 +18,7 @@ EXIT_SOME_FAILED = 1
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the predictions: <stem>.png at the input's size; 0 background / 255 tooth "
                    "(binary models), or each tooth's number (teeth models). Must not lie inside the input folder.")
-@click.option("-d", "--dataset", "dataset", default=None,
-              help="Dataset whose models predict (a folder of rbmnet_results); may be omitted when only one "
-                   "has models or when --model is a folder.")
-@click.option("-m", "--model", default=None,
-              help="Model folder path, or its id under rbmnet_results/<NAME>/ "
-                   "(default: the newest trained segmentation model of the dataset).")
-@click.option("-f", "--folds", "folds", multiple=True, metavar="FOLD",
-              help="Fold(s) to ensemble, e.g. -f 0 -f 1 or -f 0,1 (default: every trained fold). "
-                   "Probabilities are averaged before thresholding.")
+@model_options("used")
 @click.option("--tta/--no-tta", default=False, show_default=True,
               help="Also predict the left-right mirrored image and average. Off by default: it doubles "
                    "the time, which matters on CPU; turn it on for the last bit of accuracy.")
@@ -71,8 +63,7 @@ def main(input_dir, output_dir, dataset, model, folds, tta, save_probabilities, 
     from rbmnet.inference.quality import QUALITY_CSV, flag_message
     from rbmnet.model.folder import postprocessing_name
 
-    fold_list = [f.strip() for text in folds for f in text.split(",") if f.strip()] or None
-    choice = choose_model(dataset, model, fold_list)
+    choice = choose_model(dataset, model, fold_list(folds))
     click.echo(f"model: {choice.folder} ({choice.how}); folds {', '.join(choice.folds)}; "
                f"tta {'on' if tta else 'off'}; post-processing {postprocessing_name(choice.folder)}")
     backend, backend_device = choose_backend(backend, choice.folder, choice.folds, device)

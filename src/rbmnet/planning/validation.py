@@ -12,6 +12,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.networks import ARCHITECTURES
 from rbmnet.networks.optimization import LR_SCHEDULES, OPTIMIZERS
 from rbmnet.planning.plan import DATA_PATHS, NORMALIZATION_SCHEMES
+from rbmnet.planning.planner import flatten_plan
 from rbmnet.tasks import TASKS
 from rbmnet.tasks.teeth import NUMBERING_HEADS
 
@@ -79,7 +80,7 @@ RULES: dict[str, Rule] = {
 def validate_plan(plan, where: str = "plan") -> None:
     """Raise RbmnetError for the first value of `plan` whose type or range is wrong."""
     _check_types(plan, where, "")
-    values = _flatten(dataclasses.asdict(plan))
+    values = flatten_plan(dataclasses.asdict(plan))
     for key, (allowed, description) in RULES.items():
         if not allowed(values[key]):
             _refuse(where, key, values[key], f"must be {description}")
@@ -125,16 +126,6 @@ def _type_name(hint) -> str:
         return f"a list of {({int: 'integers', float: 'numbers', str: 'strings'}).get(item, item)}"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             dict: "an object"}.get(hint, f"a {getattr(hint, '__name__', hint)}")
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "derivation":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _refuse(where: str, key: str, value, problem: str) -> typing.NoReturn:
