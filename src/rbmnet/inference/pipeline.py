@@ -174,11 +174,11 @@ def _output_pictures(case: LoadedCase, probability: np.ndarray,
     return pictures, description
 
 
-def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray], input_size, normalization,
+def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], tuple[np.ndarray, list[dict]]], input_size, normalization,
                  settings: OutputSettings, batch_size: int = 4, num_workers: int = 2,
                  progress: bool = True) -> PredictionReport:
-    """Predict every file; `predict` maps (B,H,W) preprocessed images to (B,C,H,W) probabilities, or to
-    (those, a dict per image of quality columns measured on the way)."""
+    """Predict every file; `predict` maps (B,H,W) preprocessed images to ((B,C,H,W) probabilities, a dict
+    per image of the quality columns measured on the way)."""
     report, clock = PredictionReport(), StageClock()
     lookahead = 2 * batch_size + num_workers  # enough to fill the next batch while this one runs
     bar = tqdm(total=len(files), unit="image", disable=not progress, dynamic_ncols=True)
@@ -199,7 +199,7 @@ def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray],
         def infer_and_hand_over(batch: list[LoadedCase]) -> None:
             try:
                 with clock.measure("forward"):
-                    output = predict(np.stack([case.image for case in batch]))
+                    batch_probabilities, batch_quality = predict(np.stack([case.image for case in batch]))
             except Exception as exc:  # whatever the backend: one image it cannot take costs that image only
                 if len(batch) > 1:
                     for case in batch:
@@ -207,7 +207,6 @@ def run_pipeline(files: list[Path], predict: Callable[[np.ndarray], np.ndarray],
                 else:
                     record(Failure(batch[0].source.name, _reason(exc, batch[0].source)), batch[0].source.name)
                 return
-            batch_probabilities, batch_quality = output if isinstance(output, tuple) else (output, [{}] * len(batch))
             for case, probability, quality in zip(batch, batch_probabilities, batch_quality):
                 pending_writes.append((writers.submit(write_case, case, probability, settings, clock, quality),
                                        case.source.name))
