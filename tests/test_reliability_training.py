@@ -167,6 +167,7 @@ def test_stale_lock_file_of_a_killed_run_does_not_block(tiny_env):
     (tiny_env / PRETEXT).mkdir(parents=True, exist_ok=True)
     (tiny_env / PRETEXT / ".lock").write_text("999999")
     assert train("pretext", "-d", "Tiny", "--epochs", "1", "-np", "0", "--overwrite").exit_code == 0
+    assert (tiny_env / PRETEXT / ".lock").read_text() == str(os.getpid()), "the run took the lock over"
 
 
 # --- signals and worker processes ------------------------------------------------------------------
