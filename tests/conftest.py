@@ -12,6 +12,17 @@ FORMATS_DIR = SHARED / "formats"
 LPIPS_WEIGHTS_DIR = SHARED / "weights" / "lpips"
 
 
+@pytest.fixture(scope="session")
+def speed_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("speed_cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_speed_cache(speed_cache_dir, monkeypatch):
+    """Measured speeds go to a cache of the test session, never to the user's ~/.cache."""
+    monkeypatch.setenv("RBMNET_CACHE", str(speed_cache_dir))
+
+
 @pytest.fixture
 def roots(tmp_path, monkeypatch):
     """Point the three rbmnet roots at a fresh temporary folder for one test."""

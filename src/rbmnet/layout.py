@@ -52,6 +52,7 @@ CHECKPOINT_FINAL = "checkpoint_final.pt"
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 TRAINING_LOG = "training_log.jsonl"
 PROGRESS_PNG = "progress.png"
+DURATION_JSON = "duration.json"  # predicted vs actual seconds of a finished stage (training/stage_clock.py)
 RUN_LOCK = ".lock"  # in a run folder while a training process works there (training/run_lock.py)
 TRAINING_CASES_JSON = "training_cases.json"  # segmentation folds: the cases trained on
 SPLIT_JSON = "split.json"  # pretext: its seeded train / validation split

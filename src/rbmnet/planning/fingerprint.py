@@ -144,8 +144,9 @@ def _counts(values) -> dict[str, int]:
 
 
 def load_or_compute_fingerprint(inventory: DatasetInventory, path: Path, num_processes: int = 2,
-                                verbose: bool = True) -> tuple[dict, bool]:
-    """Reuse the saved fingerprint while the raw files are unchanged; returns (fingerprint, recomputed)."""
+                                verbose: bool = True, save: bool = True) -> tuple[dict, bool]:
+    """Reuse the saved fingerprint while the raw files are unchanged; returns (fingerprint, recomputed).
+    `save=False` (a dry run) computes without writing."""
     if path.is_file():
         try:
             saved = read_json(path)
@@ -155,5 +156,6 @@ def load_or_compute_fingerprint(inventory: DatasetInventory, path: Path, num_pro
                 and saved.get("raw_signature") == raw_signature(inventory)):
             return saved, False
     fingerprint = compute_fingerprint(inventory, num_processes, verbose)
-    write_json(path, fingerprint)
+    if save:
+        write_json(path, fingerprint)
     return fingerprint, True

@@ -59,8 +59,10 @@ class MemoryBudget:
     source: str  # how memory_bytes was found
 
 
-def memory_budget(gpu_memory_gb: float | None = None) -> MemoryBudget:
-    """The budget of the machine this runs on, or of a GPU with `gpu_memory_gb` GiB."""
+def memory_budget(gpu_memory_gb: float | None = None, cpu_only: bool = False) -> MemoryBudget:
+    """The budget of the machine this runs on (its CPU with `cpu_only`), or of a GPU with `gpu_memory_gb` GiB."""
+    if cpu_only and gpu_memory_gb is None:
+        return _cpu_budget()
     if gpu_memory_gb is not None:
         if gpu_memory_gb <= 0:
             raise RbmnetError(f"--gpu-memory-gb must be positive, got {gpu_memory_gb}")
@@ -174,24 +176,30 @@ def fold_training_cases(num_labeled: int, fraction: float, num_folds: int = 5) -
 
 def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = DEFAULT_PLANS_NAME,
                   overrides: dict | None = None, input_size=None, max_side: int = 512, gpu_memory_gb: float | None = None,
-                  budget: MemoryBudget | None = None, probe=None, dataset_json: dict | None = None) -> Plan:
+                  budget: MemoryBudget | None = None, probe=None, dataset_json: dict | None = None,
+                  time_choice: dict | None = None) -> Plan:
     """A fresh plan. Overrides are applied first (so e.g. other widths change the memory model) and
     win over every derived value. `probe` (training/batch_probe.BatchProbe, measured on this plan's network and
-    input size) replaces the memory model's batch size. `dataset_json` decides the segmentation task."""
-    overrides = dict(overrides or {})
+    input size) replaces the memory model's batch size. `dataset_json` decides the segmentation task.
+    `time_choice` (planning/time_budget.py: what a time budget chose, as dotted keys) is applied like
+    overrides but recorded as derived; the user's overrides still win over it."""
+    explicit = dict(overrides or {})
+    overrides = {**(time_choice or {}), **explicit}
     plan = Plan(dataset_name=dataset_name, plans_name=plans_name)
     if dataset_json is not None:
         plan.segmentation.task = default_task_name(dataset_json)
     task_rule = (f"{plan.segmentation.task}: dataset.json tooth_numbering "
                  f"{(dataset_json or {}).get('tooth_numbering')}" if dataset_json is not None else "plan default")
     plan = apply_overrides(plan, overrides)
-    if "segmentation.task" in overrides:
+    if "segmentation.task" in explicit:
         task_rule = "set by --set segmentation.task"
     output_channels = build_task(plan, dataset_json).output_channels if dataset_json is not None else 1
     downsampling = plan.network.total_downsampling
     median_shape = fingerprint["aggregate"]["median_shape"]
-    if "input_size" in overrides:
+    if "input_size" in explicit:
         size_rule = "set by --set input_size"
+    elif "input_size" in overrides:
+        size_rule = "chosen for the time budget (time_budget)"
     elif input_size is not None:
         plan.input_size = list(input_size)
         size_rule = "set by --input-size"
@@ -248,7 +256,7 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = DEFAUL
         "resident_data_bytes": data_bytes,
         "cases": {"labeled": fingerprint["num_labeled"], "unlabeled": fingerprint["num_unlabeled"],
                   "test": fingerprint["num_test"]},
-        "overrides": overrides,
+        "overrides": explicit,
     }
     if probe is not None:
         plan.derivation["batch_size_rule"] = (

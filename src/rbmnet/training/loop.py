@@ -39,6 +39,7 @@ from rbmnet.training.distributed import (all_reduce_sum, broadcast_buffers, mean
                                          setup_distributed, training_network)
 from rbmnet.training.progress import TrainingLog
 from rbmnet.training.run_lock import RunLock
+from rbmnet.training.stage_clock import StageClock, stage_prediction
 from rbmnet.training.stopping import StopRequested, interrupted, stop_signals, writes_held
 
 
@@ -62,6 +63,7 @@ class TrainingRun:
     is_writer: bool = True  # only one process writes logs and checkpoints (rank 0 under DDP)
     rank: int = 0  # under DDP (distributed.py): this process's rank and the number of ranks
     world_size: int = 1
+    clock: StageClock | None = None  # the plan's predicted duration, checked after every epoch
 
 
 @dataclass
@@ -103,6 +105,7 @@ def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
     folder's state, a continued run's plan, the network, its initialisation, the batch source), and
     only then, just before training writes its first file, whatever --overwrite discards."""
     plan = inputs.plan
+    clock = StageClock(stage_prediction(plan, spec.kind, spec.config))
     context, device = setup_distributed(options.device_name)  # one process, or this rank's under torchrun
     model_folder = results_dataset_dir(inputs.dataset_name) / spec.model_id
     folder = model_folder / spec.run_folder
@@ -130,7 +133,7 @@ def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
             checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
             learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
             curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
-            is_writer=context.is_writer, rank=context.rank, world_size=context.world_size)
+            is_writer=context.is_writer, rank=context.rank, world_size=context.world_size, clock=clock)
 
         def start_folders() -> None:  # rank 0 only: the first writes of this run
             if not options.resume_run:
@@ -151,11 +154,15 @@ def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
         try:
             with stop_signals():
                 log = resume(run) if options.resume_run else None
-                train(run, log)
+                log = train(run, log)
         except StopRequested as stop:
             raise interrupted(stop, folder, finished_epochs(folder), run.epochs) from None
         if context.is_writer:
+            clock.report_starts()
             spec.final_report(network, model_folder, folder, device)
+            verdict = clock.finish(folder, log.entries)
+            if verdict:
+                tqdm.write(f"{spec.kind} stage: {verdict}")
     return model_folder
 
 
@@ -184,16 +191,21 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     steps = math.ceil(run.iterations_per_epoch / run.world_size)
     indices = [(epoch, step * run.world_size + run.rank)
                for epoch in range(start_epoch, run.epochs) for step in range(steps)]
-    with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream:
+    if run.clock is not None:
+        run.clock.training_starts()
+    # One bar for the whole stage: its remaining time is the stage's (smoothing 0 averages over the
+    # run, so the per-epoch validation pauses are part of the rate), not just the current epoch's.
+    bar = tqdm(total=run.epochs * steps, initial=start_epoch * steps, leave=False, smoothing=0,
+               disable=None if run.is_writer else True, dynamic_ncols=True)
+    with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream, bar:
         batches = iter(stream)
         for epoch in range(start_epoch, run.epochs):
             set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
             started = time.perf_counter()
             run.network.train()
             losses, images = [], 0
-            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{run.epochs}",
-                       leave=False, disable=None if run.is_writer else True, dynamic_ncols=True)
-            for _ in bar:
+            bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
+            for _ in range(steps):
                 batch = _to_device(next(batches), run.device)
                 run.optimizer.zero_grad(set_to_none=True)
                 with autocast(run.device):
@@ -210,6 +222,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                 images += len(batch["image"])
                 if len(losses) % 10 == 1:
                     bar.set_postfix(loss=f"{losses[-1].item():.4f}")
+                bar.update(1)
             train_loss = mean_over_ranks(torch.stack(losses).float().mean(), run.device)
             train_seconds = time.perf_counter() - started
             broadcast_buffers(unwrap_network(run.network))  # every rank validates (and keeps) rank 0's model
@@ -228,6 +241,9 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                                     **run.checkpoint_content)
                 log.plot(run.curves, run.title)
                 tqdm.write(_format_entry(entry))
+                late = run.clock.overrun_warning(log.entries, run.epochs, epoch + 1 - start_epoch) if run.clock else None
+                if late:
+                    tqdm.write(late)
     if run.is_writer:
         with writes_held():
             save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
