@@ -137,8 +137,9 @@ def _report(inventory, fingerprint, computed, plan, plan_path, plan_status, diff
         echo(f"  differs from a freshly generated plan in: {', '.join(differences)} "
              f"(--overwrite-plans replaces it)")
     if derivation.get("budget_bytes"):
+        timed = "time budget and memory" if "time budget" in derivation.get("batch_size_rule", "") else "memory"
         echo(f"  batch size: pretext {plan.pretext.batch_size}, segmentation {plan.segmentation.batch_size} "
-             f"({derivation['device']}, budget {derivation['budget_bytes'] / GIB:.1f} GiB of "
+             f"(from the {timed}: {derivation['device']}, budget {derivation['budget_bytes'] / GIB:.1f} GiB of "
              f"{derivation['memory_assumed_bytes'] / GIB:.1f} GiB, "
              f"{derivation['per_sample_bytes'] / GIB:.2f} GiB per sample)")
     echo(f"  epochs x iterations: pretext {plan.pretext.epochs} x {plan.pretext.iterations_per_epoch}, "

@@ -258,6 +258,10 @@ def generate_plan(fingerprint: dict, dataset_name: str, plans_name: str = DEFAUL
                   "test": fingerprint["num_test"]},
         "overrides": explicit,
     }
+    if "segmentation.batch_size" in (time_choice or {}) and "segmentation.batch_size" not in explicit:
+        plan.derivation["batch_size_rule"] = (
+            "chosen for the time budget: on a CPU at most 4 (the time per image hardly depends on the batch, "
+            "so small batches buy updates), within memory; on a GPU what the memory model holds")
     if probe is not None:
         plan.derivation["batch_size_rule"] = (
             f"measured: largest batch whose peak GPU memory (2 bf16 Adam steps) stayed within "
