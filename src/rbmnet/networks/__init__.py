@@ -24,18 +24,23 @@ class Architecture:
     # (input channels, features per stage, output channels, dropout) -> module: one signature for all
     builder: Callable[..., nn.Module]
     description: str  # one line, shown in --help
+    # tensor-name prefixes of the encoder (down path and bottleneck): what segmentation.transfer "encoder" loads
+    encoder_prefixes: tuple[str, ...] = ()
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "resunet": Architecture("resunet", ResUNet,
                             "the paper's Modified ResUNet: residual blocks that concatenate their first "
-                            "BatchNorm output, U-Net skips"),
+                            "BatchNorm output, U-Net skips", ("encoder.", "bridge.")),
     "unet": Architecture("unet", UNet,
-                         "classic U-Net: double 3x3 conv-BN-ReLU stages, max pooling, transposed-conv upsampling"),
+                         "classic U-Net: double 3x3 conv-BN-ReLU stages, max pooling, transposed-conv upsampling",
+                         ("encoder.", "bottleneck.")),
     "linknet": Architecture("linknet", LinkNet,
-                            "LinkNet: ResNet-18 encoder whose features are added to the decoder's"),
+                            "LinkNet: ResNet-18 encoder whose features are added to the decoder's",
+                            ("stem.", "encoder.")),
     "pspnet": Architecture("pspnet", PSPNet,
-                           "PSPNet: dilated ResNet encoder (output stride 8), pyramid pooling, bilinear upsampling"),
+                           "PSPNet: dilated ResNet encoder (output stride 8), pyramid pooling, bilinear upsampling",
+                           ("stem.", "encoder.")),
 }
 
 

@@ -69,6 +69,7 @@ class StageConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # or "poly"
+    warmup_epochs: int = 0  # linear learning-rate warm-up over these epochs, then lr_schedule over the rest
     validation_fraction: float = 0.1  # pretext only: seeded share of images kept for validation
 
 
@@ -82,6 +83,10 @@ class SegmentationConfig(StageConfig):
     dice_weight: float = 0.7
     bce_weight: float = 0.3  # the cross-entropy's weight for the teeth task
     threshold: float = 0.5  # on the tooth probability (binary task and the factorized head)
+    # starting from pretext weights: "full" = every tensor but the output head, "encoder" = the encoder
+    # only (the decoder starts fresh); transferred tensors train at transferred_lr_factor x learning_rate
+    transfer: str = "full"
+    transferred_lr_factor: float = 1.0
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Callable
 
 from rbmnet.errors import RbmnetError
 from rbmnet.networks import ARCHITECTURES
-from rbmnet.networks.optimization import LR_SCHEDULES, OPTIMIZERS
+from rbmnet.networks.optimization import LR_SCHEDULES, OPTIMIZERS, TRANSFERS
 from rbmnet.planning.plan import DATA_PATHS, NORMALIZATION_SCHEMES
 from rbmnet.planning.planner import flatten_plan
 from rbmnet.tasks import TASKS
@@ -40,7 +40,7 @@ def _ordered_pair(low):
 _STAGE = {"epochs": _at_least(1), "iterations_per_epoch": _at_least(1), "batch_size": _at_least(1),
           "optimizer": _one_of(list(OPTIMIZERS)), "learning_rate": _between(0, 10, open_low=True),
           "weight_decay": _at_least(0), "lr_schedule": _one_of(list(LR_SCHEDULES)),
-          "validation_fraction": _between(0, 1, open_high=True)}
+          "validation_fraction": _between(0, 1, open_high=True), "warmup_epochs": _at_least(0)}
 
 RULES: dict[str, Rule] = {
     "dataset_name": ((lambda v: bool(v.strip())), "a non-empty name"),
@@ -65,6 +65,8 @@ RULES: dict[str, Rule] = {
     "segmentation.dice_weight": _at_least(0),
     "segmentation.bce_weight": _at_least(0),
     "segmentation.threshold": _between(0, 1, open_low=True, open_high=True),
+    "segmentation.transfer": _one_of(list(TRANSFERS)),
+    "segmentation.transferred_lr_factor": _between(0, 10, open_low=True),
     "augmentation.rotation_degrees": _between(0, 180),
     "augmentation.scale_range": ((lambda v: len(v) == 2 and 0 < v[0] <= v[1]), "[low, high] with 0 < low <= high"),
     "augmentation.gamma_range": ((lambda v: len(v) == 2 and 0 < v[0] <= v[1]), "[low, high] with 0 < low <= high"),
@@ -89,6 +91,10 @@ def validate_plan(plan, where: str = "plan") -> None:
     if values["normalization.upper_percentile"] <= values["normalization.lower_percentile"]:
         _refuse(where, "normalization.upper_percentile", values["normalization.upper_percentile"],
                 "must be above normalization.lower_percentile")
+    for stage in ("pretext", "segmentation"):
+        if values[f"{stage}.warmup_epochs"] >= values[f"{stage}.epochs"]:
+            _refuse(where, f"{stage}.warmup_epochs", values[f"{stage}.warmup_epochs"],
+                    f"must be below {stage}.epochs ({values[f'{stage}.epochs']})")
     step = plan.network.total_downsampling
     if any(size % step for size in plan.input_size):
         _refuse(where, "input_size", plan.input_size,

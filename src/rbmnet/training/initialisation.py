@@ -8,6 +8,7 @@ import torch
 
 from rbmnet.errors import RbmnetError
 from rbmnet.model.checkpoint import load_checkpoint
+from rbmnet.networks import ARCHITECTURES
 from rbmnet.planning.plan import Plan
 
 HEAD_PREFIX = "head."
@@ -25,8 +26,19 @@ class InitialisationReport:
                 + (f" ({'; '.join(reasons)})" if reasons else ""))
 
 
-def load_pretrained(network: torch.nn.Module, checkpoint_path: Path, network_config: dict) -> InitialisationReport:
-    """Load every tensor but the output head; any other mismatch is an error, never a partial load."""
+def transferred_tensors(names, transfer: str, architecture: str) -> set[str]:
+    """Which of `names` (state or parameter names) come from pretext weights under segmentation.transfer:
+    "full" every one but the output head, "encoder" those of the architecture's encoder."""
+    if transfer == "encoder":
+        prefixes = ARCHITECTURES[architecture].encoder_prefixes
+        return {name for name in names if name.startswith(prefixes)}
+    return {name for name in names if not name.startswith(HEAD_PREFIX)}
+
+
+def load_pretrained(network: torch.nn.Module, checkpoint_path: Path, network_config: dict,
+                    transfer: str = "full") -> InitialisationReport:
+    """Load the transferred tensors (every one but the output head, or the encoder's); any mismatch
+    among them is an error naming the shapes, never a partial load."""
     checkpoint = load_checkpoint(checkpoint_path)
     # read as a Plan: an older checkpoint's plan may hold keys since removed (planning/plan.py REMOVED_KEYS)
     source_config = Plan.from_dict(checkpoint["plan"], source=f"{checkpoint_path} plan").to_dict()["network"]
@@ -38,11 +50,16 @@ def load_pretrained(network: torch.nn.Module, checkpoint_path: Path, network_con
                           f"pretrain with the same plan")
     source = checkpoint["network"]
     target = network.state_dict()
-    skipped = {name: "output head is task-specific" for name in source if name.startswith(HEAD_PREFIX)}
-    body = {name: tensor for name, tensor in source.items() if not name.startswith(HEAD_PREFIX)}
-    missing = sorted(n for n in target if not n.startswith(HEAD_PREFIX) and n not in body)
+    architecture = network_config["architecture"]
+    wanted = transferred_tensors(target, transfer, architecture)
+    kept = transferred_tensors(source, transfer, architecture)
+    skipped = {name: "output head is task-specific" if name.startswith(HEAD_PREFIX) else
+               "decoder starts fresh (segmentation.transfer encoder)" for name in source if name not in kept}
+    body = {name: source[name] for name in kept}
+    missing = sorted(n for n in wanted if n not in body)
     unexpected = sorted(n for n in body if n not in target)
-    mismatched = sorted(n for n in body if n in target and body[n].shape != target[n].shape)
+    mismatched = [f"{n} {tuple(body[n].shape)} in the checkpoint vs {tuple(target[n].shape)} here"
+                  for n in sorted(body) if n in target and body[n].shape != target[n].shape]
     if missing or unexpected or mismatched:
         raise RbmnetError(f"{checkpoint_path}: does not fit this network (missing {missing[:3]}, unexpected "
                           f"{unexpected[:3]}, shape mismatch {mismatched[:3]})")

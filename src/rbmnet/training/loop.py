@@ -58,6 +58,7 @@ class TrainingRun:
     learning_rate: float = 1e-4
     num_workers: int = 2
     lr_schedule: str = "constant"
+    warmup_epochs: int = 0
     curves: list[str] = field(default_factory=lambda: ["train_loss", "val_loss"])
     title: str = ""
     is_writer: bool = True  # only one process writes logs and checkpoints (rank 0 under DDP)
@@ -93,6 +94,10 @@ class StageSpec:
     headline: str  # what is trained, for the start line
     final_report: Callable  # (network, model folder, run folder, device) -> None, rank 0 only
     initialise: Callable = lambda network: None  # (network) -> line to print, or None; not on resume
+    # parameter names that start from other weights and train at transferred_lr_factor x the rate; a
+    # function of the network alone, so a resumed run rebuilds the same optimizer groups
+    transferred_parameters: Callable = lambda network: set()
+    transferred_lr_factor: float = 1.0
     seg_task: SegmentationTask | None = None
     label_noise: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -126,12 +131,14 @@ def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
         config = spec.config
         run = TrainingRun(
             folder=folder, network=training_network(network, context, device, options.compile_network),
-            optimizer=build_optimizer(network, config), device=device,
+            optimizer=build_optimizer(network, config, spec.transferred_parameters(network),
+                                      spec.transferred_lr_factor), device=device,
             epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, make_batch=source.make_batch,
             batch_loss=functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None),
             validate=functools.partial(spec.validate, device=device),
             checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
             learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
+            warmup_epochs=config.warmup_epochs,
             curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
             is_writer=context.is_writer, rank=context.rank, world_size=context.world_size, clock=clock)
 
@@ -200,7 +207,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     with BatchStream(run.make_batch, indices, num_workers=run.num_workers) as stream, bar:
         batches = iter(stream)
         for epoch in range(start_epoch, run.epochs):
-            set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs)
+            set_learning_rate(run.optimizer, run.learning_rate, run.lr_schedule, epoch, run.epochs, run.warmup_epochs)
             started = time.perf_counter()
             run.network.train()
             losses, images = [], 0
@@ -230,7 +237,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
             with torch.no_grad(), autocast(run.device):
                 validation = run.validate(unwrap_network(run.network))  # bare: DDP's forward hooks are for training
             entry = {"epoch": epoch + 1, "train_loss": train_loss, **validation,
-                     "lr": run.optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
+                     "lr": run.optimizer.param_groups[-1]["lr"], "train_seconds": round(train_seconds, 3),
                      "epoch_seconds": round(time.perf_counter() - started, 3),
                      "train_images_per_second": round(images * run.world_size / train_seconds, 2)}
             log.entries.append(entry)

@@ -25,7 +25,7 @@ from rbmnet.paths import results_dataset_dir
 from rbmnet.tasks import build_task
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training.fraction import training_subset
-from rbmnet.training.initialisation import load_pretrained
+from rbmnet.training.initialisation import load_pretrained, transferred_tensors
 from rbmnet.training.label_noise import check_share, corrupted_cases
 from rbmnet.training.seg_validation import decide_postprocessing_if_any, validate_fold, write_crossval_if_several
 from rbmnet.training.setup import StageInputs
@@ -128,7 +128,12 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
     def initialise(network) -> str:
         if init_path is None:
             return "initialised from scratch"
-        return load_pretrained(network, init_path, plan.to_dict()["network"]).describe()
+        return load_pretrained(network, init_path, plan.to_dict()["network"], config.transfer).describe()
+
+    def transferred_parameters(network) -> set[str]:
+        if init_path is None:
+            return set()
+        return transferred_tensors((name for name, _ in network.named_parameters()), config.transfer, architecture)
 
     def final_report(network, model_folder: Path, folder: Path, device) -> None:
         if not val_split:
@@ -151,6 +156,7 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
         headline=(f"segmentation {model_id} fold {fold}: {len(subset)} of {len(train_split)} training cases "
                   f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases"),
         final_report=final_report, initialise=initialise, seg_task=task, label_noise=label_noise,
+        transferred_parameters=transferred_parameters, transferred_lr_factor=config.transferred_lr_factor,
         notes=[task.note] if task.note else [])
     return run_stage(inputs, spec, TrainingOptions(device_name, num_workers, resume_run, overwrite, compile_network,
                                                    data_path))
