@@ -76,7 +76,7 @@ class PngDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int):
-        from rbmnet.training.masking import block_mask
+        from rbmnet.pretexts.random_blocks import block_mask
 
         image = Image.open(self.images[index]).convert("L").resize((self.size, self.size), Image.BILINEAR)
         image = (np.asarray(image, dtype=np.float32) / 255.0)[None]

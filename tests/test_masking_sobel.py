@@ -10,7 +10,7 @@ import torch
 from skimage.measure import label as connected_components
 
 from rbmnet.planning.plan import MaskingConfig
-from rbmnet.training.masking import block_mask, block_masks_torch, block_rectangles
+from rbmnet.pretexts.random_blocks import block_mask, block_masks_torch, block_rectangles
 from rbmnet.model.sobel import network_input, sobel_magnitude
 
 SHAPE = (96, 128)
@@ -141,3 +141,59 @@ def test_network_input_takes_edges_from_edges_of():
     torch.testing.assert_close(guided[:, :1], flat)
     torch.testing.assert_close(guided[:, 1:], sobel_magnitude(step))
     assert guided[:, 1].max() > 0.5
+
+
+# --- fine-grained (grid) masking --------------------------------------------------------------------
+
+
+def test_grid_masking_hides_exactly_the_ratio_of_whole_cells():
+    from types import SimpleNamespace
+
+    from rbmnet.pretexts.grid import grid_mask
+
+    config = SimpleNamespace(mask_ratio=0.6)
+    mask = grid_mask((64, 96), config, 16, np.random.default_rng(0))
+    cells = mask.reshape(4, 16, 6, 16).transpose(0, 2, 1, 3).reshape(24, 256)
+    assert set(cells.mean(axis=1)) <= {0.0, 1.0}  # every 16 x 16 cell is wholly hidden or wholly seen
+    assert cells.all(axis=1).sum() == round(0.6 * 24)
+    again = grid_mask((64, 96), config, 16, np.random.default_rng(0))
+    assert np.array_equal(mask, again) and not np.array_equal(mask, grid_mask((64, 96), config, 16,
+                                                                              np.random.default_rng(1)))
+
+
+def test_grid_masks_on_a_device_have_the_same_kind():
+    from types import SimpleNamespace
+
+    from rbmnet.pretexts import masking_scheme
+
+    scheme = masking_scheme("grid")
+    masks = scheme.masks_torch(3, 32, 48, SimpleNamespace(mask_ratio=0.75), 16, torch.Generator().manual_seed(2),
+                               "cpu")
+    assert masks.shape == (3, 1, 32, 48) and masks.dtype == torch.bool
+    assert [int(m.sum()) // 256 for m in masks] == [round(0.75 * 6)] * 3
+    assert scheme.loss_on_hidden_pixels and not masking_scheme("random_blocks").loss_on_hidden_pixels
+
+
+def test_the_grid_loss_looks_only_at_hidden_pixels():
+    from rbmnet.training.pretext import pretext_batch_loss
+
+    class Echo(torch.nn.Module):  # "reconstructs" its masked input: perfect where seen, wrong where hidden
+        def forward(self, x):
+            return torch.logit(x[:, :1].clamp(1e-4, 1 - 1e-4))
+
+    image = torch.full((1, 1, 8, 8), 0.5)
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    mask[..., :4, :] = True
+    batch = {"image": image, "mask": mask}
+    hidden = pretext_batch_loss(Echo(), batch, fill_value=0.0, hidden_only=True)
+    whole = pretext_batch_loss(Echo(), batch, fill_value=0.0)
+    assert float(hidden) == pytest.approx(0.5, abs=1e-3) and float(whole) == pytest.approx(0.25, abs=1e-3)
+
+
+@pytest.mark.parametrize("ratio", [0, 1, 1.5, -0.2])
+def test_a_mask_ratio_outside_zero_one_is_refused_at_plan_time(ratio):
+    from rbmnet.errors import RbmnetError
+    from rbmnet.planning.plan import Plan, apply_overrides
+
+    with pytest.raises(RbmnetError, match=r"masking.mask_ratio = .* must be in \(0, 1\)"):
+        apply_overrides(Plan(dataset_name="x"), {"masking.mask_ratio": ratio, "masking.scheme": "grid"})

@@ -53,6 +53,10 @@ class NetworkConfig:
 
 @dataclass
 class MaskingConfig:
+    # "random_blocks" (the paper's Random Block Masking: the keys below up to max_aspect_ratio) or
+    # "grid" (fine-grained: mask_ratio of the cells of a grid as coarse as the network's downsampling)
+    scheme: str = "random_blocks"
+    mask_ratio: float = 0.6
     min_blocks: int = 2
     max_blocks: int = 5
     block_area_fraction: float = 0.15

@@ -13,6 +13,7 @@ from rbmnet.networks import ARCHITECTURES
 from rbmnet.networks.optimization import LR_SCHEDULES, OPTIMIZERS, TRANSFERS
 from rbmnet.planning.plan import DATA_PATHS, NORMALIZATION_SCHEMES
 from rbmnet.planning.planner import flatten_plan
+from rbmnet.pretexts import MASKING_SCHEMES
 from rbmnet.tasks import TASKS
 from rbmnet.tasks.teeth import NUMBERING_HEADS
 
@@ -53,6 +54,8 @@ RULES: dict[str, Rule] = {
     "network.architecture": _one_of(list(ARCHITECTURES)),
     "network.features_per_stage": ((lambda v: len(v) >= 2 and min(v) >= 1), "two or more positive widths"),
     "network.dropout": _between(0, 1, open_high=True),
+    "masking.scheme": _one_of(list(MASKING_SCHEMES)),
+    "masking.mask_ratio": _between(0, 1, open_low=True, open_high=True),
     "masking.min_blocks": _at_least(1),
     "masking.max_blocks": _at_least(1),
     "masking.block_area_fraction": _between(0, 1, open_low=True, open_high=True),

@@ -22,7 +22,7 @@ from rbmnet.preprocessing.store import PreprocessedDataset
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training.augmentation import apply_transforms, transforms_from_declaration
 from rbmnet.training.label_noise import check_share, training_labels
-from rbmnet.training.masking import block_mask
+from rbmnet.pretexts import masking_scheme
 
 TASKS = ("pretext", "seg")
 _SHUFFLE_STREAM = 1  # keeps the case-order RNG apart from the per-iteration RNG [seed, epoch, iteration]
@@ -83,7 +83,8 @@ def make_batch(source: PreprocessedDataset, case_names: list[str], plan: Plan, t
     if transforms is not None:
         image, label = apply_transforms(transforms, int(rng.integers(2**63)), image, label)
     if task == "pretext":
-        masks = [block_mask(image.shape[2:], plan.masking, rng) for _ in names]
+        scheme = masking_scheme(plan.masking.scheme)
+        masks = [scheme.mask(image.shape[2:], plan.masking, plan.network.total_downsampling, rng) for _ in names]
         return {"image": image, "mask": np.stack(masks)[:, None], "case": names}
     return {"image": image, "target": label.astype(np.float32), "case": names}
 

@@ -13,7 +13,7 @@ differ from the CPU path's, so the two paths give different (equally distributed
 Resume stays exact: every random number of batch (epoch, iteration) comes from generators seeded by
 (seed, epoch, iteration), nothing carries over from one batch to the next. Under DDP rank r asks for
 iteration step * world_size + r (loop.py), so ranks draw different batches. Making a batch does not
-wait for the GPU (block_masks_torch's one small blocking copy aside), so it overlaps the previous step.
+wait for the GPU (the masks' one small blocking copy aside), so it overlaps the previous step.
 
 `batch_source` picks this path or the worker path (batches.py) for a stage: `choose_data_path`.
 Elastic deformation is not done here; a plan that asks for it uses the worker path.
@@ -33,7 +33,7 @@ from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training import batches
 from rbmnet.training.device_augmentation import draw_from_declaration, intensity, to_device, warp
 from rbmnet.training.label_noise import training_labels
-from rbmnet.training.masking import block_masks_torch
+from rbmnet.pretexts import masking_scheme
 
 _DEVICE_STREAM = 3  # keeps these generators apart from the CPU path's [seed, epoch, iteration]
 
@@ -84,7 +84,9 @@ class DeviceBatches:
             image = intensity(image, draw, pixels)
         if self.task == "pretext":
             height, width = image.shape[2:]
-            mask = block_masks_torch(len(names), height, width, self.plan.masking, numbers, self.device)
+            mask = masking_scheme(self.plan.masking.scheme).masks_torch(
+                len(names), height, width, self.plan.masking, self.plan.network.total_downsampling, numbers,
+                self.device)
             return {"image": image, "mask": mask, "case": names}
         return {"image": image, "target": target, "case": names}
 

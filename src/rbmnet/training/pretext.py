@@ -17,7 +17,7 @@ from rbmnet.errors import RbmnetError
 from rbmnet.layout import SPLIT_JSON, VALIDATION_FOLDER
 from rbmnet.model.folder import pretext_model_id
 from rbmnet.model.sobel import network_input
-from rbmnet.training.masking import block_mask
+from rbmnet.pretexts import masking_scheme
 from rbmnet.training.pretext_report import write_pretext_report
 from rbmnet.training.setup import StageInputs
 from rbmnet.training.loop import StageSpec, TrainingOptions, run_stage
@@ -51,14 +51,22 @@ def reconstruct(network: torch.nn.Module, image: torch.Tensor, mask: torch.Tenso
     return torch.sigmoid(network(masked_input(image, mask, fill_value)).float())
 
 
-def pretext_batch_loss(network: torch.nn.Module, batch: dict, fill_value: float, sums_reducer=None) -> torch.Tensor:
-    """L1 is a mean: DDP's gradient averaging makes it global, so `sums_reducer` is not needed."""
-    return reconstruction_l1(reconstruct(network, batch["image"], batch["mask"], fill_value), batch["image"])
+def pretext_batch_loss(network: torch.nn.Module, batch: dict, fill_value: float, sums_reducer=None,
+                       hidden_only: bool = False) -> torch.Tensor:
+    """L1 over the whole image, or over the hidden pixels (`hidden_only`, the grid scheme's loss). A mean:
+    DDP's gradient averaging makes it global, so `sums_reducer` is not needed."""
+    prediction = reconstruct(network, batch["image"], batch["mask"], fill_value)
+    if not hidden_only:
+        return reconstruction_l1(prediction, batch["image"])
+    hidden = batch["mask"].float()
+    error = (prediction.float() - batch["image"].float()).abs() * hidden
+    return error.sum() / hidden.sum().clamp(min=1.0)
 
 
-def validation_masks(names: list[str], shape, config, seed: int) -> np.ndarray:
+def validation_masks(names: list[str], shape, config, seed: int, cell: int) -> np.ndarray:
     """Fixed masks per validation image, so every epoch and the report see the same task."""
-    return np.stack([block_mask(tuple(shape), config, np.random.default_rng([seed, 7, i]))
+    scheme = masking_scheme(config.scheme)
+    return np.stack([scheme.mask(tuple(shape), config, cell, np.random.default_rng([seed, 7, i]))
                      for i in range(len(names))])
 
 
@@ -84,7 +92,7 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
     model_id = pretext_model_id(plan.network.architecture, plan.plans_name, model_tag)
     fill = plan.masking.fill_value
     val_images = np.stack([inputs.data.image(n) for n in val_names]).astype(np.float32)
-    val_masks = validation_masks(val_names, plan.input_size, plan.masking, plan.seed)
+    val_masks = validation_masks(val_names, plan.input_size, plan.masking, plan.seed, plan.network.total_downsampling)
 
     def final_report(network, model_folder: Path, folder: Path, device) -> None:
         write_pretext_report(folder / VALIDATION_FOLDER, network, val_names, val_images, val_masks, fill, device,
@@ -96,7 +104,8 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
         records={SPLIT_JSON: {"train": train_names, "val": val_names}},
         meta={"stage": "pretext", "architecture": plan.network.architecture, "model_id": model_id,
               "output_channels": RECONSTRUCTION_CHANNELS, "seed": plan.seed},
-        batch_loss=functools.partial(pretext_batch_loss, fill_value=fill),
+        batch_loss=functools.partial(pretext_batch_loss, fill_value=fill,
+                                     hidden_only=masking_scheme(plan.masking.scheme).loss_on_hidden_pixels),
         validate=functools.partial(validation_loss, images=val_images, masks=val_masks, fill_value=fill,
                                    batch_size=plan.pretext.batch_size),
         curves=["train_loss", "val_loss", "val_loss_masked"],

@@ -32,7 +32,7 @@ from rbmnet.preprocessing.transforms import restore_probabilities
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training.augmentation import apply_transforms, transforms_from_declaration
 from rbmnet.training.batches import augmentation_declaration
-from rbmnet.training.masking import block_mask
+from rbmnet.pretexts import masking_scheme
 from rbmnet.training.pretext import RECONSTRUCTION_CHANNELS, pretext_batch_loss
 from rbmnet.training.segmentation import seg_batch_loss
 
@@ -103,7 +103,7 @@ def measure_speed(case: SpeedCase, plan: Plan, task: SegmentationTask, device: t
     return Speed(seg_step_seconds=seg_step, pretext_step_seconds=pretext_step, seg_batch_seconds=seg_batch,
                  pretext_batch_seconds=pretext_batch, eval_seconds_per_image=evaluation,
                  seg_report_seconds_per_megapixel=_seg_report_seconds_per_megapixel(task, case, original_shape, rng),
-                 pretext_report_seconds_per_image=_pretext_report_seconds(case.input_size, plan.masking, rng),
+                 pretext_report_seconds_per_image=_pretext_report_seconds(case.input_size, plan, rng),
                  source=f"measured on {machine_description(device)}")
 
 
@@ -130,7 +130,8 @@ def _device_batch(rng, batch_size: int, height: int, width: int, task: Segmentat
     image = torch.from_numpy(rng.random((batch_size, 1, height, width), dtype=np.float32)).to(device)
     target = torch.from_numpy(rng.integers(0, task.num_classes, (batch_size, 1, height, width))
                               .astype(np.float32)).to(device)
-    mask = torch.from_numpy(np.stack([block_mask((height, width), plan.masking, rng)
+    scheme, cell = masking_scheme(plan.masking.scheme), plan.network.total_downsampling
+    mask = torch.from_numpy(np.stack([scheme.mask((height, width), plan.masking, cell, rng)
                                       for _ in range(batch_size)])[:, None]).to(device)
     return {"image": image, "target": target, "mask": mask}
 
@@ -145,7 +146,9 @@ def _batch_seconds(plan: Plan, task: SegmentationTask, input_size, batch_size: i
     def make() -> None:
         apply_transforms(transforms, int(rng.integers(2**31)), image, label)
         if kind == "pretext":
-            [block_mask(tuple(input_size), plan.masking, rng) for _ in range(batch_size)]
+            scheme = masking_scheme(plan.masking.scheme)
+            [scheme.mask(tuple(input_size), plan.masking, plan.network.total_downsampling, rng)
+             for _ in range(batch_size)]
 
     return _timed(make, torch.device("cpu"))
 
@@ -181,12 +184,13 @@ def _seg_report_seconds_per_megapixel(task: SegmentationTask, case: SpeedCase, o
     return _timed(report, torch.device("cpu")) / megapixels
 
 
-def _pretext_report_seconds(input_size, masking, rng) -> float:
+def _pretext_report_seconds(input_size, plan: Plan, rng) -> float:
     lpips_metric = load_lpips(None)
     lpips_metric = None if hasattr(lpips_metric, "reason") else lpips_metric
     target = rng.random(tuple(input_size), dtype=np.float32)
     prediction = np.clip(target + rng.normal(scale=0.05, size=target.shape).astype(np.float32), 0, 1)
-    mask = block_mask(tuple(input_size), masking, rng)
+    mask = masking_scheme(plan.masking.scheme).mask(tuple(input_size), plan.masking,
+                                                    plan.network.total_downsampling, rng)
 
     def report() -> None:
         reconstruction_metrics(prediction, target, mask, lpips_metric)

@@ -1,4 +1,4 @@
-"""Random Block Masking, the pretext task of the paper (see docs/plan.md, `masking`).
+"""Random Block Masking, the paper's masking scheme (see docs/plan.md, `masking`).
 
 Each image gets n ~ U{min_blocks..max_blocks} (2..5) rectangles, each covering `block_area_fraction`
 (15 %) of the image, with a random aspect ratio and a random position fully inside the image. The
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rbmnet.planning.plan import MaskingConfig
-
 PLACEMENT_ATTEMPTS = 20
 
 
@@ -32,7 +30,7 @@ class Block:
                 and self.left < other.left + other.width and other.left < self.left + self.width)
 
 
-def block_size(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Generator) -> tuple[int, int]:
+def block_size(shape: tuple[int, int], config, rng: np.random.Generator) -> tuple[int, int]:
     """Height and width of one block of the configured area, aspect ratio log-uniform, clamped to fit."""
     image_height, image_width = shape
     area = config.block_area_fraction * image_height * image_width
@@ -44,7 +42,7 @@ def block_size(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Gen
     return height, width
 
 
-def block_rectangles(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Generator) -> list[Block]:
+def block_rectangles(shape: tuple[int, int], config, rng: np.random.Generator) -> list[Block]:
     """The blocks of one image; all randomness comes from `rng`."""
     image_height, image_width = shape
     count = int(rng.integers(config.min_blocks, config.max_blocks + 1))
@@ -60,7 +58,7 @@ def block_rectangles(shape: tuple[int, int], config: MaskingConfig, rng: np.rand
     return blocks
 
 
-def block_mask(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Generator) -> np.ndarray:
+def block_mask(shape: tuple[int, int], config, rng: np.random.Generator) -> np.ndarray:
     """Boolean (H, W) mask, True where the image is hidden."""
     mask = np.zeros(shape, dtype=bool)
     for block in block_rectangles(shape, config, rng):
@@ -68,7 +66,7 @@ def block_mask(shape: tuple[int, int], config: MaskingConfig, rng: np.random.Gen
     return mask
 
 
-def block_masks_torch(batch: int, height: int, width: int, config: MaskingConfig,
+def block_masks_torch(batch: int, height: int, width: int, config,
                       generator: torch.Generator, device) -> torch.Tensor:
     """(B, 1, H, W) bool masks built on `device`; seeded by `generator` alone.
 
