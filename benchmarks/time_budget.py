@@ -12,10 +12,14 @@ duration.json and the fold's validation summary. A finished stage is read, an in
 continued, so running the same command again finishes the grid; the JSON is rewritten after every arm.
 
 Arms (fold 0, UFBA's FDI labels: the plan's task is teeth):
-    budget_10m, budget_30m, budget_2h   the rule's choice for each budget (pretext + fold 0)
-    size384_10m     the 10-minute budget spent on 384 x 384 inputs (fewer steps): size before steps
-    scratch_10m     budget_10m's plan, the fold from scratch (no pretext weights): is the pretext share worth it
-    paper_lr_10m    budget_10m's plan and pretext weights, the fold at the paper's learning rate (1e-4, constant)
+    rule_30m, rule_2h   the rule's choice for the budget (pretext + fold 0); the rule's 10-minute plan is
+                        the 192 x 192 one, size192_10m
+    size128_10m, size192_10m, size256_10m   10 minutes at a fixed input size (the rest chosen by the budget):
+                        fewer pixels buy more steps; 384 x 384 does not fit 10 minutes on a 2-core CPU
+                        at all (the planner's minimum for it is 12 m 11 s)
+    size256_30m         30 minutes at 256 x 256 (what the first rule, which started at 256, chose)
+    scratch_10m         the 10-minute plan's fold from scratch (no pretext weights): is the pretext share worth it
+    paper_lr_10m        the 10-minute plan and pretext weights, the fold at the paper's learning rate (1e-4, constant)
 """
 from __future__ import annotations
 
@@ -39,21 +43,27 @@ PAPER_LR = ["--set", "segmentation.learning_rate=0.0001", "--set", 'segmentation
 
 # name: (plans name, plan arguments, seg --init: None = the plan's own pretext, timed: durations reported)
 ARMS = {
-    "budget_10m": ("b10m", ["--time-budget", "10m"], None, True),
-    "budget_30m": ("b30m", ["--time-budget", "30m"], None, True),
-    "budget_2h": ("b2h", ["--time-budget", "2h"], None, True),
-    "size384_10m": ("b10m_384", ["--time-budget", "10m", "--input-size", "384", "384"], None, True),
-    "scratch_10m": ("b10m", ["--time-budget", "10m"], "scratch", False),
-    "paper_lr_10m": ("b10m_paperlr", ["--time-budget", "10m", *PAPER_LR], "pretext_of:b10m", False),
+    "rule_30m": ("rule30m", ["--time-budget", "30m"], None, True),
+    "rule_2h": ("rule2h", ["--time-budget", "2h"], None, True),
+    "size128_10m": ("b10m_128", ["--time-budget", "10m", "--input-size", "128", "128"], None, True),
+    "size192_10m": ("b10m_192", ["--time-budget", "10m", "--input-size", "192", "192"], None, True),
+    "size256_10m": ("b10m", ["--time-budget", "10m", "--input-size", "256", "256"], None, True),
+    "size256_30m": ("b30m", ["--time-budget", "30m", "--input-size", "256", "256"], None, True),
+    "scratch_10m": ("b10m_192", ["--time-budget", "10m", "--input-size", "192", "192"], "scratch", False),
+    "paper_lr_10m": ("b10m_192_paperlr", ["--time-budget", "10m", "--input-size", "192", "192", *PAPER_LR],
+                     "pretext_of:b10m_192", False),
 }
 # (name, arm a, arm b, metric): paired difference a - b over the validation cases
 COMPARISONS = [
-    ("steps before size at 10 m: 256 vs 384", "budget_10m", "size384_10m", "tooth_dice"),
-    ("steps before size at 10 m (binary Dice)", "budget_10m", "size384_10m", "binary_dice"),
-    ("pretext share at 10 m: pretext weights vs scratch", "budget_10m", "scratch_10m", "tooth_dice"),
-    ("budget learning rate 1e-3 poly vs the paper's 1e-4", "budget_10m", "paper_lr_10m", "tooth_dice"),
-    ("30 m vs 10 m", "budget_30m", "budget_10m", "tooth_dice"),
-    ("2 h vs 30 m", "budget_2h", "budget_30m", "tooth_dice"),
+    ("10 m, more steps on smaller inputs: 192 vs 256", "size192_10m", "size256_10m", "tooth_dice"),
+    ("10 m, more steps on smaller inputs: 192 vs 256 (binary Dice)", "size192_10m", "size256_10m", "binary_dice"),
+    ("10 m, more steps on smaller inputs: 128 vs 192", "size128_10m", "size192_10m", "tooth_dice"),
+    ("10 m, more steps on smaller inputs: 128 vs 192 (binary Dice)", "size128_10m", "size192_10m", "binary_dice"),
+    ("30 m: the rule's choice vs 256 x 256", "rule_30m", "size256_30m", "tooth_dice"),
+    ("30 m: the rule's choice vs 256 x 256 (binary Dice)", "rule_30m", "size256_30m", "binary_dice"),
+    ("pretext share at 10 m: pretext weights vs scratch", "size192_10m", "scratch_10m", "tooth_dice"),
+    ("budget learning rate 1e-3 poly vs the paper's 1e-4", "size192_10m", "paper_lr_10m", "tooth_dice"),
+    ("2 h vs 30 m", "rule_2h", "rule_30m", "tooth_dice"),
 ]
 
 
@@ -144,7 +154,7 @@ def comparisons(results: Path, arms: dict) -> list[dict]:
 @click.option("-d", "--dataset", default=DEFAULT_DATASET, show_default=True)
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/rbmnet_time_budget"),
               show_default=True)
-@click.option("--arms", default="budget_10m,budget_30m", show_default=True,
+@click.option("--arms", default="size192_10m,rule_30m", show_default=True,
               help=f"Comma-separated arms, in order (known: {', '.join(ARMS)}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=RESULTS / "time_budget_cpu.json", show_default=True)

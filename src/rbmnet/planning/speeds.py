@@ -60,11 +60,14 @@ class Speed:
         return cls(**values, source=source or str(data.get("source", "unknown")))
 
 
-# A GPU that is not on this machine (`--gpu-memory-gb` without `--speed-from`): rough costs for a
-# current data-centre GPU in bf16 per megapixel of input and unit of width (sum_s features[s]/4^s of
-# the full-width network = 1), NOT measured by rbmnet; a plan from them says so.
-ASSUMED_GPU = {"step_seconds_per_megapixel_width": 0.004, "eval_seconds_per_megapixel_width": 0.0008,
-               "seg_report_seconds_per_megapixel": 0.1, "pretext_report_seconds_per_image": 0.3}
+# A GPU that is not on this machine (`--gpu-memory-gb` without `--speed-from`): rough costs per image,
+# per megapixel of input and unit of width (planning/time_candidates.width_units: the paper's widths = 1),
+# NOT measured by rbmnet; a plan from them says so. From arithmetic, not a run: the full-width ResUNet
+# does about 70 GMAC per 512 x 512 image forward, ~0.4 TFLOP with the backward pass; a current
+# data-centre GPU sustaining ~150 bf16 TFLOP/s on such convolutions trains ~350 images/s, i.e.
+# 0.011 s per image-megapixel; a forward alone costs about a third.
+ASSUMED_GPU = {"step_seconds_per_megapixel_width": 0.011, "eval_seconds_per_megapixel_width": 0.004,
+               "seg_report_seconds_per_megapixel": 0.2, "pretext_report_seconds_per_image": 0.3}
 
 
 def assumed_gpu_speed(case: SpeedCase, width_units: float) -> Speed:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rbmnet.errors import RbmnetError
 from rbmnet.evaluation.image_metrics import reconstruction_metrics
 from rbmnet.evaluation.lpips_metric import load_lpips
 from rbmnet.model.device import autocast, use_fast_kernels
@@ -64,7 +65,13 @@ def speed_for(case: SpeedCase, plan: Plan, task: SegmentationTask, device: torch
     cached = cache.get(key)
     if cached is not None:
         return cached, True
-    speed = measure_speed(case, plan, task, device, original_shape)
+    try:
+        speed = measure_speed(case, plan, task, device, original_shape)
+    except torch.cuda.OutOfMemoryError:
+        raise RbmnetError(f"speed probe: {case.input_size[0]}x{case.input_size[1]} with widths "
+                          f"{list(case.features_per_stage)} at batch {case.seg_batch_size} does not fit in the GPU's "
+                          f"memory; plan with --probe-batch-size or set the batch sizes (--set segmentation.batch_size=N)"
+                          ) from None
     cache.put(key, speed)
     return speed, False
 
