@@ -92,6 +92,18 @@ COMPARISONS = [
      "tooth_dice"),
     ("classes minus factorized head, 1200 steps", "classes_0.2_long", "factorized_0.2_long",
      "identification_accuracy", "identification_accuracy"),
+    ("factorized head, 1200 minus 600 steps", "factorized_0.2_long", "factorized_0.2", "tooth_dice", "tooth_dice"),
+    ("factorized head, 1200 minus 600 steps", "factorized_0.2_long", "factorized_0.2", "identification_accuracy",
+     "identification_accuracy"),
+    ("classes head, 1200 minus 600 steps", "classes_0.2_long", "classes_0.2", "tooth_dice", "tooth_dice"),
+    ("classes head, 1200 minus 600 steps", "classes_0.2_long", "classes_0.2", "identification_accuracy",
+     "identification_accuracy"),
+    ("classes at 600 minus factorized at 1200 steps", "classes_0.2", "factorized_0.2_long", "tooth_dice",
+     "tooth_dice"),
+    ("pretext minus scratch, all of the fold's labels", "rbm_classes_0.8", "classes_0.8", "tooth_dice",
+     "tooth_dice"),
+    ("pretext minus scratch, all of the fold's labels", "rbm_classes_0.8", "classes_0.8",
+     "identification_accuracy", "identification_accuracy"),
 ]
 BOOTSTRAP_SAMPLES = 2000
 
