@@ -265,3 +265,18 @@ def test_the_demo_is_planned_by_a_time_budget_not_by_hand():
     assert all("--set" not in args for args in commands)
     assert ["--time-budget", demo.DEMO_TIME_BUDGET] == demo.DEMO_PLAN
     assert parse_duration(demo.DEMO_TIME_BUDGET) <= 5 * 60
+
+
+def test_planning_for_another_gpu_uses_its_speed_file_or_says_the_speeds_are_assumed(tiny_env, tmp_path):
+    other = SpeedCache(tmp_path / "speeds.json")  # as copied from the training machine
+    other.put(SpeedCase((64, 128), (16, 32, 64, 128, 256), 8, 8, 33).key("cuda Some GPU|torch 2.13.0|threads 8"),
+              speed(0.05))
+    measured = plan_cli("--gpu-memory-gb", "8", "--speed-from", str(tmp_path / "speeds.json"), "--dry-run")
+    assert measured.exit_code == 0, measured.output
+    assert "speeds from --speed-from" in measured.output and "predicted: pretext" in measured.output
+    assumed = plan_cli("--gpu-memory-gb", "8", "--dry-run")
+    assert assumed.exit_code == 0, assumed.output
+    assert "NOT measured" in assumed.output and "GPU: the paper's protocol" in assumed.output
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    broken = plan_cli("--gpu-memory-gb", "8", "--speed-from", str(tmp_path / "bad.json"), "--dry-run")
+    assert broken.exit_code != 0 and "not a speed file" in broken.output

@@ -78,7 +78,7 @@ class SpeedSource:
 def _from_file(case: SpeedCase, file_speeds: dict[str, Speed]) -> Speed:
     """The file's entry for this configuration, else its nearest entry scaled by pixels, widths and batch."""
     for key, speed in file_speeds.items():
-        if case_part(key) == case_part(case.key("")):
+        if case_part(key) == case.describe():
             return speed
     if not file_speeds:
         raise RbmnetError("--speed-from: the file holds no speeds")
@@ -140,7 +140,7 @@ def attach_predictions(plan: Plan, fingerprint: dict, speeds: SpeedSource, outpu
     predictions = predict_plan(plan, speed, workload_of(fingerprint, plan, num_folds))
     derivation = dict(plan.derivation)
     derivation["speeds"] = {**derivation.get("speeds", {}),
-                            case_part(case.key("")): {**speed.to_dict()}}
+                            case.describe(): {**speed.to_dict()}}
     derivation["predicted_seconds"] = predictions
     if option is not None or budget_seconds is not None or "time_budget" not in derivation:
         derivation["time_budget"] = {

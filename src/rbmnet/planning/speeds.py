@@ -17,7 +17,8 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import write_json
 
 CACHE_VARIABLE = "RBMNET_CACHE"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
+KEY_SEPARATOR = " :: "  # between the machine (device|torch|threads) and the configuration in a key
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class SpeedCase:
     output_channels: int  # the segmentation task's head
 
     def key(self, machine: str) -> str:
-        return (f"{machine}|{self.input_size[0]}x{self.input_size[1]}|features {list(self.features_per_stage)}|"
+        return machine + KEY_SEPARATOR + self.describe()
+
+    def describe(self) -> str:
+        """The configuration part of a key: '256x256|features [...]|batch seg 4 pretext 4|channels 33'."""
+        return (f"{self.input_size[0]}x{self.input_size[1]}|features {list(self.features_per_stage)}|"
                 f"batch seg {self.seg_batch_size} pretext {self.pretext_batch_size}|channels {self.output_channels}")
 
 
@@ -140,4 +145,4 @@ def load_speed_file(path: str | Path) -> dict[str, Speed]:
 
 def case_part(key: str) -> str:
     """The configuration part of a key (everything after the machine), to match file entries."""
-    return key.split("|", 1)[1] if "|" in key else key
+    return key.split(KEY_SEPARATOR, 1)[-1]
