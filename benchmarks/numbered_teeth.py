@@ -71,39 +71,27 @@ ARMS = {  # name -> (plan variant, rbmnet_train seg arguments)
 }
 SMOKE_ARMS = "factorized_0.2,classes_0.2,binary_0.2"
 # paired comparisons on the same validation cases: (name, arm a, arm b, metric of a, metric of b)
+NUMBERING_METRICS = ("tooth_dice", "identification_accuracy")
+
+
+def numbering_comparisons(name: str, arm_a: str, arm_b: str, metrics=NUMBERING_METRICS) -> list[tuple]:
+    """(name, arm a, arm b, metric of a, metric of b) rows, one per numbering metric."""
+    return [(name, arm_a, arm_b, metric, metric) for metric in metrics]
+
+
 COMPARISONS = [
-    ("classes minus factorized head", "classes_0.2", "factorized_0.2", "tooth_dice", "tooth_dice"),
-    ("classes minus factorized head", "classes_0.2", "factorized_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("laterality-correct minus naive flips", "classes_0.2", "naive_flips_0.2", "tooth_dice", "tooth_dice"),
-    ("laterality-correct minus naive flips", "classes_0.2", "naive_flips_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("laterality-correct minus no left-right flips", "classes_0.2", "no_lr_flips_0.2", "tooth_dice", "tooth_dice"),
-    ("laterality-correct minus no left-right flips", "classes_0.2", "no_lr_flips_0.2", "identification_accuracy",
-     "identification_accuracy"),
+    *numbering_comparisons("classes minus factorized head", "classes_0.2", "factorized_0.2"),
+    *numbering_comparisons("laterality-correct minus naive flips", "classes_0.2", "naive_flips_0.2"),
+    *numbering_comparisons("laterality-correct minus no left-right flips", "classes_0.2", "no_lr_flips_0.2"),
     ("teeth union minus binary model", "classes_0.2", "binary_0.2", "binary_dice", "dice"),
-    ("all of the fold's labels minus 20 %", "classes_0.8", "classes_0.2", "tooth_dice", "tooth_dice"),
-    ("all of the fold's labels minus 20 %", "classes_0.8", "classes_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("pretext minus scratch", "rbm_classes_0.2", "classes_0.2", "tooth_dice", "tooth_dice"),
-    ("pretext minus scratch", "rbm_classes_0.2", "classes_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("classes minus factorized head, 1200 steps", "classes_0.2_long", "factorized_0.2_long", "tooth_dice",
-     "tooth_dice"),
-    ("classes minus factorized head, 1200 steps", "classes_0.2_long", "factorized_0.2_long",
-     "identification_accuracy", "identification_accuracy"),
-    ("factorized head, 1200 minus 600 steps", "factorized_0.2_long", "factorized_0.2", "tooth_dice", "tooth_dice"),
-    ("factorized head, 1200 minus 600 steps", "factorized_0.2_long", "factorized_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("classes head, 1200 minus 600 steps", "classes_0.2_long", "classes_0.2", "tooth_dice", "tooth_dice"),
-    ("classes head, 1200 minus 600 steps", "classes_0.2_long", "classes_0.2", "identification_accuracy",
-     "identification_accuracy"),
-    ("classes at 600 minus factorized at 1200 steps", "classes_0.2", "factorized_0.2_long", "tooth_dice",
-     "tooth_dice"),
-    ("pretext minus scratch, all of the fold's labels", "rbm_classes_0.8", "classes_0.8", "tooth_dice",
-     "tooth_dice"),
-    ("pretext minus scratch, all of the fold's labels", "rbm_classes_0.8", "classes_0.8",
-     "identification_accuracy", "identification_accuracy"),
+    *numbering_comparisons("all of the fold's labels minus 20 %", "classes_0.8", "classes_0.2"),
+    *numbering_comparisons("pretext minus scratch", "rbm_classes_0.2", "classes_0.2"),
+    *numbering_comparisons("classes minus factorized head, 1200 steps", "classes_0.2_long", "factorized_0.2_long"),
+    *numbering_comparisons("factorized head, 1200 minus 600 steps", "factorized_0.2_long", "factorized_0.2"),
+    *numbering_comparisons("classes head, 1200 minus 600 steps", "classes_0.2_long", "classes_0.2"),
+    *numbering_comparisons("classes at 600 minus factorized at 1200 steps", "classes_0.2", "factorized_0.2_long",
+                           metrics=("tooth_dice",)),
+    *numbering_comparisons("pretext minus scratch, all of the fold's labels", "rbm_classes_0.8", "classes_0.8"),
 ]
 BOOTSTRAP_SAMPLES = 2000
 
