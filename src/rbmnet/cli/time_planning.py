@@ -83,14 +83,15 @@ def _from_file(case: SpeedCase, file_speeds: dict[str, Speed]) -> Speed:
     if not file_speeds:
         raise RbmnetError("--speed-from: the file holds no speeds")
 
+    def pixel_ratio(reference: SpeedCase) -> float:
+        return case.input_size[0] * case.input_size[1] / (reference.input_size[0] * reference.input_size[1])
+
     def work_ratio(reference: SpeedCase) -> float:
-        pixels = case.input_size[0] * case.input_size[1] / (reference.input_size[0] * reference.input_size[1])
-        return pixels * width_units(case.features_per_stage) / width_units(reference.features_per_stage)
+        return pixel_ratio(reference) * width_units(case.features_per_stage) / width_units(reference.features_per_stage)
 
     key, speed = min(file_speeds.items(), key=lambda item: abs(math.log(work_ratio(_case_from_key(item[0])))))
     reference = _case_from_key(key)
-    pixels = case.input_size[0] * case.input_size[1] / (reference.input_size[0] * reference.input_size[1])
-    work = work_ratio(reference)
+    pixels, work = pixel_ratio(reference), work_ratio(reference)
     seg = work * case.seg_batch_size / reference.seg_batch_size
     pretext = work * case.pretext_batch_size / reference.pretext_batch_size
     return Speed(seg_step_seconds=speed.seg_step_seconds * seg, pretext_step_seconds=speed.pretext_step_seconds * pretext,
