@@ -103,6 +103,10 @@ def _two_rank_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
     torch.save({"global": global_grads, "local": local_grads, "mean": mean_over_ranks(float(rank), torch.device("cpu")),
                 "running_mean": batch_norm.running_mean.clone(), "calls": calls, "value": value, "error": error},
                Path(out_dir) / f"rank{rank}.pt")
+    # Tear down together and with no DDP reducer alive: a rank destroying its gloo group while the
+    # other still talks to it, or gloo threads outliving the Python objects, aborted a CI run (SIGABRT).
+    del ddp
+    dist.barrier()
     dist.destroy_process_group()
 
 
