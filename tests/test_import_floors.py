@@ -22,7 +22,7 @@ FLOORS = [
     ["model"],
     ["preprocessing"],  # applies the plan's input size and normalization
     ["planning", "conversion"],
-    ["tasks", "pretexts", "augmentation"],
+    ["tasks", "pretexts", "augmentation", "semisupervised"],
     ["networks", "evaluation"],
     ["data"],  # dataset.json and tooth numberings: what evaluation and the tasks read
     ["io", "compat", "layout", "paths", "parallel"],

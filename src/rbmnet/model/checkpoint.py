@@ -49,7 +49,8 @@ def restore_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, network: torch.nn.Module, optimizer, epoch: int, log: list[dict],
-                    plan: dict, dataset_json: dict, meta: dict) -> None:
+                    plan: dict, dataset_json: dict, meta: dict, extra: dict | None = None) -> None:
+    """`extra`: more top-level entries (a semi-supervised method's state)."""
     content = {
         "network": unwrap_network(network).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -59,6 +60,7 @@ def save_checkpoint(path: Path, network: torch.nn.Module, optimizer, epoch: int,
         "plan": plan,
         "dataset_json": dataset_json,
         "meta": meta,
+        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         try:

@@ -5,6 +5,10 @@ scratch models and different fractions never overwrite each other:
     pretext__resunet__plans
     seg__resunet__rbm__frac0.2__plans          (fold folders fold_0 .. fold_4, or fold_all)
     seg__resunet__scratch__frac0.2__plans__teeth-classes   (numbered teeth, classes head)
+    pretext__resunet__plans__grid              (fine-grained masking; Random Block Masking has no suffix)
+    seg__resunet__grid__frac0.05__plans__enc__warm2__seed1   (its encoder, a warm-up, seed 1)
+A fine-tuning recipe other than the default (encoder-only transfer, a lower rate for transferred
+layers, a warm-up, semi-supervision) is named too, so arms of a comparison never share a folder.
 """
 from __future__ import annotations
 
@@ -23,15 +27,34 @@ from rbmnet.model.checkpoint import FINAL, LATEST
 INIT_TAGS = {"pretext": "rbm", "scratch": "scratch"}
 
 
-def pretext_model_id(architecture: str, plans_name: str, seed_tag: str = "") -> str:
-    return f"pretext__{architecture}__{plans_name}{seed_tag}"
+def pretext_model_id(architecture: str, plans_name: str, seed_tag: str = "", masking_tag: str = "") -> str:
+    """`masking_tag` from the masking scheme (pretexts/): '' for Random Block Masking."""
+    return f"pretext__{architecture}__{plans_name}{masking_tag}{seed_tag}"
 
 
 def segmentation_model_id(architecture: str, init_tag: str, fraction: float, plans_name: str,
-                          label_noise: float = 0.0, seed_tag: str = "", task_tag: str = "") -> str:
-    """`task_tag` from the task (tasks/): '' for binary, '__teeth-<head>' for numbered teeth."""
+                          label_noise: float = 0.0, seed_tag: str = "", task_tag: str = "",
+                          recipe_tag: str = "") -> str:
+    """`task_tag` from the task (tasks/): '' for binary, '__teeth-<head>' for numbered teeth;
+    `recipe_tag` from fine_tuning_tag."""
     noise = f"__noise{label_noise:g}" if label_noise else ""
-    return f"seg__{architecture}__{init_tag}__frac{fraction:g}__{plans_name}{task_tag}{noise}{seed_tag}"
+    return f"seg__{architecture}__{init_tag}__frac{fraction:g}__{plans_name}{task_tag}{recipe_tag}{noise}{seed_tag}"
+
+
+def fine_tuning_tag(config, transferred: bool) -> str:
+    """The model id's part for a segmentation recipe other than the default; `config` is the plan's
+    segmentation section, `transferred` whether the run starts from other weights (the transfer keys
+    mean nothing from scratch)."""
+    parts = []
+    if transferred and config.transfer != "full":
+        parts.append(f"__{config.transfer[:3]}")
+    if transferred and config.transferred_lr_factor != 1:
+        parts.append(f"__tlr{config.transferred_lr_factor:g}")
+    if config.warmup_epochs:
+        parts.append(f"__warm{config.warmup_epochs}")
+    if config.semi_supervised != "off":
+        parts.append("__" + config.semi_supervised.replace("_", "-"))
+    return "".join(parts)
 
 
 def seed_tag(seed: int, plan_seed: int) -> str:

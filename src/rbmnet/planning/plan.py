@@ -91,6 +91,12 @@ class SegmentationConfig(StageConfig):
     # only (the decoder starts fresh); transferred tensors train at transferred_lr_factor x learning_rate
     transfer: str = "full"
     transferred_lr_factor: float = 1.0
+    # "mean_teacher": the images of the fold's training cases outside `fraction` (labels never read) and
+    # the dataset's unlabeled images also train, through consistency with an EMA teacher (docs/semi_supervised.md)
+    semi_supervised: str = "off"
+    consistency_weight: float = 1.0  # of the consistency loss at full strength, beside the supervised loss
+    consistency_rampup: float = 0.4  # share of the steps over which that weight ramps up from 0
+    ema_decay: float = 0.99  # the teacher's exponential moving average of the student's weights
 
 
 @dataclass

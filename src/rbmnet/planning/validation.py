@@ -14,6 +14,7 @@ from rbmnet.networks.optimization import LR_SCHEDULES, OPTIMIZERS, TRANSFERS
 from rbmnet.planning.plan import DATA_PATHS, NORMALIZATION_SCHEMES
 from rbmnet.planning.planner import flatten_plan
 from rbmnet.pretexts import MASKING_SCHEMES
+from rbmnet.semisupervised import SEMI_SUPERVISED_METHODS
 from rbmnet.tasks import TASKS
 from rbmnet.tasks.teeth import NUMBERING_HEADS
 
@@ -70,6 +71,10 @@ RULES: dict[str, Rule] = {
     "segmentation.threshold": _between(0, 1, open_low=True, open_high=True),
     "segmentation.transfer": _one_of(list(TRANSFERS)),
     "segmentation.transferred_lr_factor": _between(0, 10, open_low=True),
+    "segmentation.semi_supervised": _one_of(list(SEMI_SUPERVISED_METHODS)),
+    "segmentation.consistency_weight": _at_least(0),
+    "segmentation.consistency_rampup": _between(0, 1),
+    "segmentation.ema_decay": _between(0, 1, open_high=True),
     "augmentation.rotation_degrees": _between(0, 180),
     "augmentation.scale_range": ((lambda v: len(v) == 2 and 0 < v[0] <= v[1]), "[low, high] with 0 < low <= high"),
     "augmentation.gamma_range": ((lambda v: len(v) == 2 and 0 < v[0] <= v[1]), "[low, high] with 0 < low <= high"),

@@ -21,6 +21,10 @@ class MaskingScheme:
     mask: Callable  # (shape, masking config, grid cell, numpy rng) -> (H, W) bool, True = hidden
     masks_torch: Callable  # (batch, height, width, masking config, cell, torch generator, device) -> (B, 1, H, W)
     loss_on_hidden_pixels: bool  # False: the loss covers the whole image
+    # what model ids say for weights pretrained with this scheme: the pretext id's suffix, and the
+    # initialisation part of a segmentation id started from them (the paper's RBM keeps the ids it had)
+    pretext_id_tag: str = ""
+    init_tag: str = "rbm"
 
 
 MASKING_SCHEMES: dict[str, MaskingScheme] = {
@@ -29,7 +33,8 @@ MASKING_SCHEMES: dict[str, MaskingScheme] = {
         lambda batch, height, width, config, cell, generator, device: block_masks_torch(
             batch, height, width, config, generator, device),
         loss_on_hidden_pixels=False),
-    "grid": MaskingScheme("grid", grid_mask, grid_masks_torch, loss_on_hidden_pixels=True),
+    "grid": MaskingScheme("grid", grid_mask, grid_masks_torch, loss_on_hidden_pixels=True,
+                          pretext_id_tag="__grid", init_tag="grid"),
 }
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rbmnet.errors import RbmnetError
 from rbmnet.planning.plan import DATA_PATHS, Plan
 from rbmnet.planning.planner import DEVICE_DATA_SHARE, resident_data_bytes
 from rbmnet.preprocessing.store import PreprocessedDataset
@@ -141,13 +142,20 @@ class BatchSource:
 
 def batch_source(source: PreprocessedDataset, case_names: list[str], plan: Plan, task: str, seed: int,
                  device: torch.device, requested: str = "auto", num_workers: int = 2,
-                 label_noise: float = 0.0, seg_task: SegmentationTask | None = None) -> BatchSource:
-    """The batch function of a stage: on the device (DeviceBatches) or in workers (batches.py)."""
+                 label_noise: float = 0.0, seg_task: SegmentationTask | None = None,
+                 unlabeled_names: tuple[str, ...] = ()) -> BatchSource:
+    """The batch function of a stage: on the device (DeviceBatches) or in workers (batches.py).
+    Semi-supervised batches (`unlabeled_names`) are made by the worker path only."""
     needed = resident_data_bytes(len(case_names), plan.input_size, with_targets=task == "seg")
     choice = choose_data_path(requested, plan, device, needed)
+    if unlabeled_names and choice.path == "device":
+        if requested == "device":
+            raise RbmnetError("--data-path device: semi-supervised batches (segmentation.semi_supervised) are "
+                              "made by the worker path only; use --data-path workers or auto")
+        choice = DataPathChoice("workers", "semi-supervised batches are made by the worker path")
     if choice.path == "device":
         return BatchSource(DeviceBatches(source, case_names, plan, task, seed, device, label_noise=label_noise,
                                          seg_task=seg_task), 0, choice)
     make_batch = batches.batch_function(source.folder, case_names, plan, task, seed, label_noise=label_noise,
-                                        seg_task=seg_task)
+                                        seg_task=seg_task, unlabeled_names=unlabeled_names)
     return BatchSource(make_batch, num_workers, choice)

@@ -42,6 +42,8 @@ from rbmnet.training.run_lock import RunLock
 from rbmnet.training.stage_clock import StageClock, stage_prediction
 from rbmnet.training.stopping import StopRequested, interrupted, stop_signals, writes_held
 
+COMPANION_KEY = "semi_supervised"  # the checkpoint key of the semi-supervised method's state
+
 
 @dataclass
 class TrainingRun:
@@ -65,6 +67,8 @@ class TrainingRun:
     rank: int = 0  # under DDP (distributed.py): this process's rank and the number of ranks
     world_size: int = 1
     clock: StageClock | None = None  # the plan's predicted duration, checked after every epoch
+    # a semi-supervised method (semisupervised/): follows the student after every step, saved in checkpoints
+    companion: object | None = None
 
 
 @dataclass
@@ -101,6 +105,10 @@ class StageSpec:
     seg_task: SegmentationTask | None = None
     label_noise: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # semi-supervision: (initialised network) -> the method (semisupervised/), handed to batch_loss as
+    # `semi`; and the cases whose images alone join the batches as "unlabeled_image"
+    semi_supervision: Callable | None = None
+    unlabeled_cases: list[str] = field(default_factory=list)
 
 
 def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
@@ -127,20 +135,26 @@ def run_stage(inputs, spec: StageSpec, options: TrainingOptions) -> Path:
         network = build_model_network(plan.network, spec.output_channels).to(device)
         said = spec.initialise(network) if not options.resume_run else "resuming from checkpoint_latest"
         source = batch_source(inputs.data, spec.cases, plan, spec.kind, plan.seed, device, options.data_path,
-                              options.num_workers, spec.label_noise, seg_task=spec.seg_task)
+                              options.num_workers, spec.label_noise, seg_task=spec.seg_task,
+                              unlabeled_names=tuple(spec.unlabeled_cases))
         config = spec.config
+        companion = spec.semi_supervision(network) if spec.semi_supervision is not None else None
+        batch_loss = functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None)
+        if companion is not None:
+            batch_loss = functools.partial(batch_loss, semi=companion)
         run = TrainingRun(
             folder=folder, network=training_network(network, context, device, options.compile_network),
             optimizer=build_optimizer(network, config, spec.transferred_parameters(network),
                                       spec.transferred_lr_factor), device=device,
             epochs=config.epochs, iterations_per_epoch=config.iterations_per_epoch, make_batch=source.make_batch,
-            batch_loss=functools.partial(spec.batch_loss, sums_reducer=all_reduce_sum if context.enabled else None),
+            batch_loss=batch_loss,
             validate=functools.partial(spec.validate, device=device),
             checkpoint_content={"plan": plan.to_dict(), "dataset_json": inputs.dataset_json, "meta": spec.meta},
             learning_rate=config.learning_rate, num_workers=source.num_workers, lr_schedule=config.lr_schedule,
             warmup_epochs=config.warmup_epochs,
             curves=spec.curves, title=f"{spec.model_id} {spec.run_folder}".strip(),
-            is_writer=context.is_writer, rank=context.rank, world_size=context.world_size, clock=clock)
+            is_writer=context.is_writer, rank=context.rank, world_size=context.world_size, clock=clock,
+            companion=companion)
 
         def start_folders() -> None:  # rank 0 only: the first writes of this run
             if not options.resume_run:
@@ -186,6 +200,8 @@ def resume(run: TrainingRun) -> TrainingLog:
     bare.load_state_dict(checkpoint["network"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     restore_rng_state(checkpoint["rng"])
+    if run.companion is not None:
+        run.companion.load_state_dict(checkpoint[COMPANION_KEY])
     return TrainingLog(run.folder, checkpoint["log"])
 
 
@@ -224,6 +240,8 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                     scaler.scale(loss).backward()
                     scaler.step(run.optimizer)
                     scaler.update()
+                if run.companion is not None:
+                    run.companion.update(run.network)
                 # kept on the device: loss.item() every step would make the CPU wait for the GPU
                 losses.append(loss.detach())
                 images += len(batch["image"])
@@ -245,7 +263,7 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
                 with writes_held():  # a stop waits for the log and checkpoint of this epoch to agree
                     log.write()
                     save_checkpoint(run.folder / LATEST, run.network, run.optimizer, epoch + 1, log.entries,
-                                    **run.checkpoint_content)
+                                    **run.checkpoint_content, **companion_state(run))
                 log.plot(run.curves, run.title)
                 tqdm.write(_format_entry(entry))
                 late = run.clock.overrun_warning(log.entries, run.epochs, epoch + 1 - start_epoch) if run.clock else None
@@ -254,8 +272,13 @@ def train(run: TrainingRun, log: TrainingLog | None = None) -> TrainingLog:
     if run.is_writer:
         with writes_held():
             save_checkpoint(run.folder / FINAL, run.network, run.optimizer, run.epochs, log.entries,
-                            **run.checkpoint_content)
+                            **run.checkpoint_content, **companion_state(run))
     return log
+
+
+def companion_state(run: TrainingRun) -> dict:
+    """The semi-supervised method's state for the checkpoint (its teacher), or nothing."""
+    return {} if run.companion is None else {"extra": {COMPANION_KEY: run.companion.state_dict()}}
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -89,7 +89,8 @@ def run_pretext(inputs: StageInputs, device_name: str = "auto", num_workers: int
     plan = inputs.plan
     names = inputs.data.names("labeled") + inputs.data.names("unlabeled")
     train_names, val_names = pretext_split(names, plan.pretext.validation_fraction, plan.seed)
-    model_id = pretext_model_id(plan.network.architecture, plan.plans_name, model_tag)
+    model_id = pretext_model_id(plan.network.architecture, plan.plans_name, model_tag,
+                                masking_scheme(plan.masking.scheme).pretext_id_tag)
     fill = plan.masking.fill_value
     val_images = np.stack([inputs.data.image(n) for n in val_names]).astype(np.float32)
     val_masks = validation_masks(val_names, plan.input_size, plan.masking, plan.seed, plan.network.total_downsampling)

@@ -19,9 +19,11 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.model.checkpoint import FINAL
 from rbmnet.layout import LABELS_TR, SPLITS_JSON, TRAINING_CASES_JSON, fold_folder_name
-from rbmnet.model.folder import INIT_TAGS, pretext_model_id, segmentation_model_id
+from rbmnet.model.folder import INIT_TAGS, fine_tuning_tag, pretext_model_id, segmentation_model_id
 from rbmnet.model.sobel import network_input
 from rbmnet.paths import results_dataset_dir
+from rbmnet.pretexts import masking_scheme
+from rbmnet.semisupervised import semi_supervised_method
 from rbmnet.tasks import build_task
 from rbmnet.tasks.base import SegmentationTask
 from rbmnet.training.fraction import training_subset
@@ -47,9 +49,13 @@ def fold_split(preprocessed_dir: Path, fold: str, labeled: list[str]) -> tuple[l
     return splits[index]["train"], splits[index]["val"]
 
 
-def resolve_initialisation(init: str | None, dataset_name: str, architecture: str, plans_name: str) -> tuple[str, Path | None]:
-    """'pretext' | 'scratch' | a checkpoint path | None (pretext when one exists) -> (tag for the id, path)."""
-    pretext_checkpoint = results_dataset_dir(dataset_name) / pretext_model_id(architecture, plans_name) / FINAL
+def resolve_initialisation(init: str | None, dataset_name: str, architecture: str, plans_name: str,
+                           masking_name: str = "random_blocks") -> tuple[str, Path | None]:
+    """'pretext' | 'scratch' | a checkpoint path | None (pretext when one exists) -> (tag for the id, path).
+    The pretext model is the one the plan's masking scheme trains."""
+    scheme = masking_scheme(masking_name)
+    pretext_checkpoint = (results_dataset_dir(dataset_name)
+                          / pretext_model_id(architecture, plans_name, masking_tag=scheme.pretext_id_tag) / FINAL)
     if init is None:
         init = "pretext" if pretext_checkpoint.is_file() else "scratch"
     if init == "scratch":
@@ -58,7 +64,7 @@ def resolve_initialisation(init: str | None, dataset_name: str, architecture: st
         if not pretext_checkpoint.is_file():
             raise RbmnetError(f"{pretext_checkpoint}: no finished pretext training for {architecture}/{plans_name}; "
                               f"run rbmnet_train pretext first or pass --init scratch")
-        return INIT_TAGS["pretext"], pretext_checkpoint
+        return scheme.init_tag, pretext_checkpoint
     path = Path(init)
     if not path.is_file():
         raise RbmnetError(f"--init {init}: not 'pretext', 'scratch' or an existing checkpoint file")
@@ -71,10 +77,41 @@ def check_label_values(inputs: StageInputs, cases: list[str], task: Segmentation
         task.encode(inputs.data.label(case), str(inputs.raw_dir / LABELS_TR / f"{case}{inputs.dataset_json['file_ending']}"))
 
 
-def seg_batch_loss(network, batch: dict, task: SegmentationTask, sums_reducer=None) -> torch.Tensor:
-    """`sums_reducer`: distributed.all_reduce_sum under DDP, so the Dice is over the global batch."""
-    logits = network(network_input(batch["image"]))
-    return task.loss(logits.float(), batch["target"], sums_reducer=sums_reducer)
+def semi_supervised_cases(inputs: StageInputs, train_split: list[str], subset: list[str], method: str) -> list[str]:
+    """The cases whose images alone train under semi-supervision: the fold's training cases outside the
+    labeled subset (their labels stay unread) and the dataset's unlabeled images; never validation or
+    test cases. [] when semi-supervision is off."""
+    if semi_supervised_method(method) is None:
+        return []
+    held_back = sorted(set(train_split) - set(subset))
+    unlabeled = held_back + inputs.data.names("unlabeled")
+    if not unlabeled:
+        raise RbmnetError(f"segmentation.semi_supervised {method}: no images to use without labels (the dataset "
+                          f"has no unlabeled images and the fraction {inputs.plan.segmentation.fraction:g} "
+                          f"uses every training case of the fold); add unlabeled images or lower the fraction")
+    return unlabeled
+
+
+def build_semi_supervision(network, config, task: SegmentationTask):
+    """The plan's semi-supervised method around the initialised network; its ramp-up in optimizer steps."""
+    method = semi_supervised_method(config.semi_supervised)
+    total_steps = config.epochs * config.iterations_per_epoch
+    return method(network, task, weight=config.consistency_weight,
+                  rampup_steps=round(config.consistency_rampup * total_steps), decay=config.ema_decay,
+                  make_input=network_input)
+
+
+def seg_batch_loss(network, batch: dict, task: SegmentationTask, sums_reducer=None, semi=None) -> torch.Tensor:
+    """`sums_reducer`: distributed.all_reduce_sum under DDP, so the Dice is over the global batch.
+    `semi`: the semi-supervised method (semisupervised/), whose view of the batch's unlabeled images goes
+    through the network in the same forward pass (one forward per backward, as DDP wants)."""
+    images = batch["image"]
+    if semi is None:
+        return task.loss(network(network_input(images)).float(), batch["target"], sums_reducer=sums_reducer)
+    unlabeled = batch["unlabeled_image"]
+    logits = network(network_input(torch.cat([images, semi.student_view(unlabeled)])))
+    supervised = task.loss(logits[:len(images)].float(), batch["target"], sums_reducer=sums_reducer)
+    return supervised + semi.consistency(logits[len(images):], unlabeled)
 
 
 def pseudo_dice(network, images: np.ndarray, targets: np.ndarray, device, batch_size: int,
@@ -112,10 +149,12 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
     subset = training_subset(train_split, config.fraction, len(labeled), plan.seed, fold)
 
     task = build_task(plan, inputs.dataset_json)
-    init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name)
+    init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name,
+                                                 plan.masking.scheme)
     model_id = segmentation_model_id(architecture, init_tag, config.fraction, plan.plans_name, label_noise,
-                                     model_tag, task.model_id_tag)
+                                     model_tag, task.model_id_tag, fine_tuning_tag(config, init_path is not None))
     check_label_values(inputs, subset + val_split, task)  # before anything is written
+    unlabeled = semi_supervised_cases(inputs, train_split, subset, config.semi_supervised)
 
     epoch_val = val_split[:MAX_EPOCH_VALIDATION_CASES]
     val_images = np.stack([inputs.data.image(n) for n in epoch_val]).astype(np.float32) if epoch_val else np.zeros(0)
@@ -146,7 +185,7 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
         kind="seg", model_id=model_id, run_folder=fold_folder_name(fold), config=config,
         output_channels=task.output_channels, cases=subset,
         records={TRAINING_CASES_JSON: {"fold": fold, "fraction": config.fraction, "seed": plan.seed,
-                                         "label_noise": label_noise,
+                                         "label_noise": label_noise, "unlabeled_cases": unlabeled,
                                          "noisy_label_cases": corrupted_cases(subset, label_noise, plan.seed),
                                          "cases": subset, "validation_cases": val_split}},
         meta=meta, batch_loss=functools.partial(seg_batch_loss, task=task),
@@ -157,6 +196,8 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
                   f"(fraction {config.fraction:g} of {len(labeled)} labeled), {len(val_split)} validation cases"),
         final_report=final_report, initialise=initialise, seg_task=task, label_noise=label_noise,
         transferred_parameters=transferred_parameters, transferred_lr_factor=config.transferred_lr_factor,
-        notes=[task.note] if task.note else [])
+        notes=[task.note] if task.note else [],
+        semi_supervision=functools.partial(build_semi_supervision, config=config, task=task) if unlabeled else None,
+        unlabeled_cases=unlabeled)
     return run_stage(inputs, spec, TrainingOptions(device_name, num_workers, resume_run, overwrite, compile_network,
                                                    data_path))
