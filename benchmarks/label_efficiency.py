@@ -13,6 +13,10 @@ Profiles:
     cpu  issue 6's reduced grid, about an hour on 2 cores: 256 x 256, half-width networks, pretext 6 x 37
          iterations (batch 8, lr 1e-3), segmentation 8 x 26 iterations (batch 4, lr 1e-3 poly), fold 0,
          fractions 0.1, 0.2, 0.8; the same iterations for every fraction.
+    few_labels  issue 16's grid (docs/few_labels.md): 256 x 256, half-width Modified ResUNet, fold 0, fractions
+         0.05 and 0.1, seeds 0, 1, 2; the pretext as in cpu, segmentation 10 x 25 iterations of batch 4 (1,000
+         images seen) for every arm: scratch, RBM full transfer, RBM encoder + warm-up, fine-grained masking
+         encoder + warm-up, mean teacher. Several hours on 2 cores: run it again to continue.
     smoke  64 x 128, tiny networks, one epoch, U-Net and RBM only: checks the plumbing (the tests run it).
     gpu  the planner's plan for this machine (512 x 512 on UFBA-425, the paper's 80 pretext epochs and
          lr 1e-4), five folds, fractions 0.1, 0.2, 0.3, 0.8 (0.9 needs ten folds: --ten-folds).
@@ -42,6 +46,16 @@ PROFILES = {
                           "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
                           "--set", 'segmentation.lr_schedule="poly"'],
             "benchmark_args": ["-np", "1"]},
+    "few_labels": {"plans": "few256", "folds": "0", "fractions": "0.05,0.1",
+                   "plan_args": ["--input-size", "256", "256",
+                                 "--set", "network.features_per_stage=[16,32,64,128,256]",
+                                 "--set", "pretext.epochs=6", "--set", "pretext.batch_size=8",
+                                 "--set", "pretext.iterations_per_epoch=37", "--set", "pretext.learning_rate=0.001",
+                                 "--set", "segmentation.epochs=10", "--set", "segmentation.iterations_per_epoch=25",
+                                 "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
+                                 "--set", 'segmentation.lr_schedule="poly"'],
+                   "benchmark_args": ["-np", "1", "--archs", "resunet", "--arms",
+                                      "rbm_encoder,grid_encoder,mean_teacher", "--seeds", "0,1,2"]},
     "smoke": {"plans": "smoke", "folds": "0", "fractions": "0.2",  # plumbing only (tests): numbers mean nothing
               "plan_args": ["--input-size", "64", "128", "--set", "network.features_per_stage=[4,8,16,32,64]",
                             "--set", "pretext.epochs=1", "--set", "pretext.batch_size=2",
@@ -74,7 +88,8 @@ def compare_with_paper(table: pd.DataFrame) -> list[dict]:
     for row in table.to_dict("records"):
         paper = PAPER.get(row["model"], {}).get(round(row["fraction"], 2))
         cell = {key: row[key] for key in ("model", "fraction", "label_noise", "num_folds", "folds", "model_id",
-                                          "train_seconds_mean")}
+                                          "train_seconds_mean", "vs_reference_mean", "vs_reference_ci_low",
+                                          "vs_reference_ci_high", "vs_reference_units") if key in row}
         for index, metric in enumerate(METRICS):
             ours = row[f"{metric}_mean"]
             cell[metric] = {"mean": ours, "std": row[f"{metric}_std"],
@@ -82,6 +97,16 @@ def compare_with_paper(table: pd.DataFrame) -> list[dict]:
                             "minus_paper": round(ours - paper[index], 4) if paper and pd.notna(ours) else None}
         cells.append(cell)
     return cells
+
+
+def pretext_reports(results: Path, plans: str) -> dict:
+    """The reconstruction report (SSIM, FSIM, PSNR on the held-out images) of each pretext model of the plan."""
+    reports = {}
+    for folder in sorted(results.glob(f"pretext__*__{plans}*")):
+        summary = folder / "validation" / "summary.json"
+        if summary.is_file():
+            reports[folder.name] = read_json(summary)["reconstruction"]["mean"]
+    return reports
 
 
 @click.command()
@@ -94,21 +119,35 @@ def compare_with_paper(table: pd.DataFrame) -> list[dict]:
 @click.option("--ten-folds", is_flag=True, help="Ten folds, so that fraction 0.9 can be trained too.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Report file (default benchmarks/results/label_efficiency_<profile>.json).")
+@click.option("--seeds", default=None, help="rbmnet_benchmark --seeds, instead of the profile's (e.g. one seed "
+                                             "first, so that its report is written before the others train).")
+@click.option("--table-only", is_flag=True, help="Train nothing: the report of the cells finished so far.")
 def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noise: str, ten_folds: bool,
-         json_path: Path | None) -> None:
-    settings = PROFILES[profile]
+         json_path: Path | None, seeds: str | None, table_only: bool) -> None:
+    settings = dict(PROFILES[profile])
+    if seeds is not None:
+        arguments = list(settings["benchmark_args"])
+        if "--seeds" in arguments:
+            arguments[arguments.index("--seeds") + 1] = seeds
+        else:
+            arguments += ["--seeds", seeds]
+        settings["benchmark_args"] = arguments
+    if table_only:
+        settings["benchmark_args"] = [*settings["benchmark_args"], "--table-only"]
     # the paper's table is tooth vs background, whatever numbering the labels carry
     binary = ["--set", 'segmentation.task="binary"']
     work = (work or Path(f"/tmp/rbmnet_label_efficiency_{profile}")).resolve()
     env = work_environment(work)
     started = time.perf_counter()
-    convert_once(raw_dir, work, dataset, env)
+    if not table_only:
+        convert_once(raw_dir, work, dataset, env)
     folds, fractions = settings["folds"], settings["fractions"]
     split_args = []
     if ten_folds:
         split_args, fractions = ["--num-folds", "10"], fractions + ",0.9"
-    rbmnet("plan_and_preprocess", "-d", dataset, "-p", settings["plans"], *settings["plan_args"], *binary, *split_args,
-           env=env)
+    if not table_only:
+        rbmnet("plan_and_preprocess", "-d", dataset, "-p", settings["plans"], *settings["plan_args"], *binary,
+               *split_args, env=env)
     rbmnet("benchmark", "-d", dataset, "-p", settings["plans"], "--folds", folds, "--fractions", fractions,
            "--label-noise", label_noise, *settings["benchmark_args"], env=env)
     output = work / "rbmnet_results" / dataset / "benchmark"
@@ -121,8 +160,10 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noi
                     or "cpu", "torch": torch.__version__, "threads": torch.get_num_threads()},
         "wall_seconds_this_call": round(time.perf_counter() - started, 1),
         "folds": folds, "fractions": fractions, "label_noise": label_noise,
+        "benchmark_args": settings["benchmark_args"],
         "plan": {key: plan[key] for key in ("input_size", "network", "pretext", "segmentation", "seed")},
         "cells": compare_with_paper(pd.read_csv(output / "benchmark.csv", dtype={"folds": str})),
+        "pretext_models": pretext_reports(work / "rbmnet_results" / dataset, settings["plans"]),
         "table_markdown": (output / "benchmark.md").read_text(),
         "plot": str(output / "dice_vs_fraction.png"),
     }

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import click
 
+from rbmnet.benchmarking.arms import (BASELINES, MODEL_ORDER, RBM_ARCHITECTURE, RBM_MODEL,  # noqa: F401 (re-exported)
+                                      ModelSpec, resolve_arm, select_models)
 from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
                                         describe_changes)
 from rbmnet.errors import RbmnetError
@@ -33,43 +35,9 @@ from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 from rbmnet.training.label_noise import check_share
 from rbmnet.layout import SPLITS_JSON, SUMMARY_JSON, TRAINING_CASES_JSON, VALIDATION_FOLDER, fold_folder_name
-from rbmnet.model.folder import INIT_TAGS, pretext_model_id, segmentation_model_id
+from rbmnet.model.folder import pretext_model_id, segmentation_model_id
 from rbmnet.tasks import build_task
 from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
-
-RBM_ARCHITECTURE = "resunet"  # the paper pretrains its Modified ResUNet
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str  # row label of the table (the paper's Table 2)
-    architecture: str
-    init: str  # "scratch" or "pretext" (rbmnet_train seg --init)
-
-    @property
-    def init_tag(self) -> str:  # as training/segmentation.resolve_initialisation names it in the model id
-        return INIT_TAGS[self.init]
-
-
-BASELINES = {
-    "unet": ModelSpec("U-Net", "unet", "scratch"),
-    "pspnet": ModelSpec("PSPNet", "pspnet", "scratch"),
-    "linknet": ModelSpec("LinkNet", "linknet", "scratch"),
-    "resunet": ModelSpec("Modified ResUNet", "resunet", "scratch"),
-}
-RBM_MODEL = ModelSpec("RBM + Modified ResUNet", RBM_ARCHITECTURE, "pretext")
-MODEL_ORDER = [spec.name for spec in BASELINES.values()] + [RBM_MODEL.name]  # the paper's row order
-
-
-def select_models(architectures: list[str], rbm: bool) -> list[ModelSpec]:
-    unknown = [a for a in architectures if a not in BASELINES]
-    if unknown:
-        raise RbmnetError(f"--archs: unknown architecture(s) {', '.join(unknown)} (known: {', '.join(BASELINES)})")
-    models = [BASELINES[a] for a in dict.fromkeys(architectures)] + ([RBM_MODEL] if rbm else [])
-    if not models:
-        raise RbmnetError("nothing to benchmark: --archs is empty and --no-rbm given")
-    return sorted(models, key=lambda spec: MODEL_ORDER.index(spec.name))
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -78,14 +46,22 @@ class Cell:
     fold: int
     label_noise: float
     task_tag: str = ""  # the task's part of the model id ('' binary, '__teeth-<head>'): tasks never share a cell
+    seed: int | None = None  # None: the plan's seed (no seed in the model id), as rbmnet_train without --seed
 
     def model_id(self, plans_name: str) -> str:
         return segmentation_model_id(self.model.architecture, self.model.init_tag, self.fraction, plans_name,
-                                     self.label_noise, task_tag=self.task_tag)
+                                     self.label_noise, seed_tag(self.seed), self.task_tag,
+                                     self.model.fine_tuning_tag)
 
     def describe(self) -> str:
         noise = f", label noise {self.label_noise:g}" if self.label_noise else ""
-        return f"{self.model.name}, fraction {self.fraction:g}, fold {self.fold}{noise}"
+        seed = f", seed {self.seed}" if self.seed is not None else ""
+        return f"{self.model.name}, fraction {self.fraction:g}, fold {self.fold}{noise}{seed}"
+
+
+def seed_tag(seed: int | None) -> str:
+    """As rbmnet_train seg --seed names it in the model id."""
+    return "" if seed is None else f"__seed{seed}"
 
 
 @dataclass
@@ -105,14 +81,15 @@ class GridSpec:
     task: str = "binary"
     task_tag: str = ""
     metrics: tuple[str, ...] = METRICS  # what the fold summaries give and the table shows, in order
+    seeds: list[int | None] = field(default_factory=lambda: [None])  # training seeds (--seeds); None: the plan's
 
-    def cell(self, model: ModelSpec, fraction: float, fold: int, label_noise: float) -> Cell:
-        return Cell(model, fraction, fold, label_noise, self.task_tag)
+    def cell(self, model: ModelSpec, fraction: float, fold: int, label_noise: float, seed: int | None = None) -> Cell:
+        return Cell(model, fraction, fold, label_noise, self.task_tag, seed)
 
     def cells(self) -> list[Cell]:
-        # fold-major: after the first fold every model and fraction has a number in the table
-        return [self.cell(model, fraction, fold, noise) for fold in self.folds for noise in self.label_noises
-                for fraction in self.fractions for model in self.models]
+        # fold-major, then seed: after the first (fold, seed) every model and fraction has a number
+        return [self.cell(model, fraction, fold, noise, seed) for fold in self.folds for seed in self.seeds
+                for noise in self.label_noises for fraction in self.fractions for model in self.models]
 
 
 @dataclass
@@ -165,13 +142,23 @@ def cell_plan(cell: Cell, inputs: StageInputs) -> dict:
     return plan
 
 
-def stage_inputs_per_fraction(spec: GridSpec) -> dict[float, StageInputs]:
-    """The plan with the user's overrides and the cell's fraction, loaded once per fraction."""
-    inputs = {}
-    for fraction in spec.fractions:
-        overrides = {**spec.overrides, "segmentation.fraction": fraction}
-        inputs[fraction] = load_stage_inputs(spec.dataset_name, spec.plans_name, overrides)
-    return inputs
+InputsKey = tuple  # (model, fraction, seed): what decides a cell's plan
+
+
+def inputs_key(cell: Cell) -> InputsKey:
+    return cell.model, cell.fraction, cell.seed
+
+
+def cell_overrides(spec: GridSpec, model: ModelSpec, fraction: float, seed: int | None) -> dict:
+    seeded = {"seed": seed} if seed is not None else {}
+    return {**spec.overrides, **model.override_dict, "segmentation.fraction": fraction, **seeded}
+
+
+def stage_inputs_per_cell(spec: GridSpec) -> dict[InputsKey, StageInputs]:
+    """The plan with the user's overrides, the arm's, the cell's fraction and seed, loaded once per
+    (model, fraction, seed); label noise and fold do not change the plan."""
+    return {key: load_stage_inputs(spec.dataset_name, spec.plans_name, cell_overrides(spec, *key))
+            for key in dict.fromkeys(inputs_key(cell) for cell in spec.cells())}
 
 
 def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
@@ -182,7 +169,8 @@ def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
     for noise in spec.label_noises:
         check_share(noise)
     problems, too_large = [], []
-    first = inputs[spec.fractions[0]]
+    first = next(iter(inputs.values()))
+    by_fraction = {key[1]: value for key, value in inputs.items()}
     splits_path = first.preprocessed_dir / SPLITS_JSON
     labeled = first.data.names("labeled")
     for fold in spec.folds:
@@ -193,7 +181,7 @@ def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
             continue
         for fraction in spec.fractions:
             try:
-                training_subset(train_split, fraction, len(labeled), inputs[fraction].plan.seed, fold)
+                training_subset(train_split, fraction, len(labeled), by_fraction[fraction].plan.seed, fold)
             except RbmnetError:
                 too_large.append((fraction, fold, len(train_split)))
     if too_large:
@@ -209,19 +197,22 @@ def check_grid(spec: GridSpec, inputs: dict[float, StageInputs]) -> None:
         raise RbmnetError("the benchmark grid cannot run, nothing was trained: " + "; ".join(problems))
 
 
-def pretext_folder(spec: GridSpec) -> Path:
-    return results_dataset_dir(spec.dataset_name) / pretext_model_id(RBM_ARCHITECTURE, spec.plans_name)
+def pretext_folder(spec: GridSpec, model: ModelSpec) -> Path:
+    """The pretext model a (resolved) arm starts from: the one its masking scheme trains."""
+    return results_dataset_dir(spec.dataset_name) / pretext_model_id(RBM_ARCHITECTURE, spec.plans_name,
+                                                                     masking_tag=model.pretext_id_tag)
 
 
-def ensure_pretext(spec: GridSpec, outcome: GridOutcome, echo=click.echo) -> bool:
-    """Train the RBM pretext model once (resume it when interrupted); reuse it when finished under the
-    settings asked for. Returns whether a pretext model fit to start RBM cells from exists."""
+def ensure_pretext(spec: GridSpec, outcome: GridOutcome, model: ModelSpec, echo=click.echo) -> bool:
+    """Train the pretext model `model` starts from once (resume it when interrupted); reuse it when
+    finished under the settings asked for. Returns whether a pretext model fit to start its cells exists."""
     from rbmnet.training.pretext import run_pretext
 
-    folder = pretext_folder(spec)
     try:
+        folder = pretext_folder(spec, model)
         inputs = load_stage_inputs(spec.dataset_name, spec.plans_name,
-                                   {**spec.pretext_overrides, "network.architecture": RBM_ARCHITECTURE})
+                                   {**spec.pretext_overrides, **model.pretext_overrides,
+                                    "network.architecture": RBM_ARCHITECTURE})
         checkpoint = next((folder / name for name in (FINAL, LATEST) if (folder / name).is_file()), None)
         changes = checkpoint_changes(checkpoint, inputs.plan.to_dict(), PRETEXT_SECTIONS) if checkpoint else []
         if changes and not spec.retrain_changed:
@@ -246,22 +237,22 @@ def run_cell(cell: Cell, inputs: StageInputs, state: str, spec: GridSpec) -> Non
 
     run_segmentation(inputs, str(cell.fold), cell.model.architecture, cell.model.init, spec.device,
                      spec.num_workers, resume_run=state == "interrupted", overwrite=state == "changed",
-                     label_noise=cell.label_noise)
+                     model_tag=seed_tag(cell.seed), label_noise=cell.label_noise)
 
 
 def grid_states(spec: GridSpec, inputs: dict[float, StageInputs]) -> dict[Cell, CellState]:
     from rbmnet.training.segmentation import fold_split
 
-    first = inputs[spec.fractions[0]]
+    first = next(iter(inputs.values()))
     labeled = first.data.names("labeled")
     validation = {fold: fold_split(first.preprocessed_dir, str(fold), labeled)[1] for fold in spec.folds}
-    pretext_final = pretext_folder(spec) / FINAL
+    pretext_finals = {model: pretext_folder(spec, model) / FINAL for model in spec.models if model.init == "pretext"}
     states = {}
     for cell in spec.cells():
         rbm = cell.model.init == "pretext"
         states[cell] = cell_state(cell_folder(spec.dataset_name, spec.plans_name, cell), validation[cell.fold],
-                                  cell_plan(cell, inputs[cell.fraction]),
-                                  pretext_final if rbm else None, RBM_SECTIONS if rbm else SEGMENTATION_SECTIONS)
+                                  cell_plan(cell, inputs[inputs_key(cell)]),
+                                  pretext_finals.get(cell.model), RBM_SECTIONS if rbm else SEGMENTATION_SECTIONS)
     return states
 
 
@@ -272,9 +263,12 @@ def run_grid(spec: GridSpec, inputs: dict[float, StageInputs], echo=click.echo) 
     outcome = GridOutcome()
     cells = spec.cells()
     states = grid_states(spec, inputs)
-    pretext_ready = True
-    if any(cell.model.init == "pretext" and states[cell].name != "finished" for cell in cells):
-        pretext_ready = ensure_pretext(spec, outcome, echo)
+    pretext_ready = {}  # by pretext folder: arms with one masking scheme share one pretext model
+    for model in spec.models:
+        if model.init == "pretext" and any(c.model == model and states[c].name != "finished" for c in cells):
+            folder = pretext_folder(spec, model)
+            if folder not in pretext_ready:
+                pretext_ready[folder] = ensure_pretext(spec, outcome, model, echo)
     for number, cell in enumerate(cells, start=1):
         position = f"[{number}/{len(cells)}]"
         folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
@@ -289,7 +283,7 @@ def run_grid(spec: GridSpec, inputs: dict[float, StageInputs], echo=click.echo) 
         elif state.name == "changed" and not spec.retrain_changed:
             reason = (f"{folder} was trained under other settings ({state.reason}); pass --retrain-changed "
                       f"to train it again, or use another plan (-p)")
-        elif cell.model.init == "pretext" and not pretext_ready:
+        elif cell.model.init == "pretext" and not pretext_ready.get(pretext_folder(spec, cell.model), True):
             reason = "no pretext model to start from (see the pretext failure)"
         if reason:
             echo(f"{position} FAILED {cell.describe()}: {reason}", err=True)
@@ -298,7 +292,7 @@ def run_grid(spec: GridSpec, inputs: dict[float, StageInputs], echo=click.echo) 
         what = {"interrupted": "resuming", "changed": f"retraining (settings changed: {state.reason})"}
         echo(f"{position} {what.get(state.name, 'training')} {cell.describe()}")
         try:
-            run_cell(cell, inputs[cell.fraction], state.name, spec)
+            run_cell(cell, inputs[inputs_key(cell)], state.name, spec)
         except Exception as exc:  # one failing cell must not lose the others: report it, go on
             echo(f"{position} FAILED {cell.describe()}: {one_line(exc)}", err=True)
             outcome.failed.append((cell, one_line(exc)))
@@ -326,10 +320,17 @@ def segmentation_overrides(epochs: int | None, lr: float | None, batch_size: int
     return overrides
 
 
-def with_task(spec: GridSpec, inputs: dict[float, StageInputs]) -> GridSpec:
+def with_task(spec: GridSpec, inputs: dict[InputsKey, StageInputs]) -> GridSpec:
     """The spec with the task every cell trains (the plan's segmentation.task and numbering_head with the
     overrides): its model-id tag and metrics. An unknown task, or a dataset the task cannot serve, fails
-    here, before any training. `inputs`: stage_inputs_per_fraction(spec)."""
-    first = inputs[spec.fractions[0]]
+    here, before any training. `inputs`: stage_inputs_per_cell(spec)."""
+    first = next(iter(inputs.values()))
     task = build_task(first.plan, first.dataset_json)
     return replace(spec, task=task.name, task_tag=task.model_id_tag, metrics=tuple(task.metric_names))
+
+
+def with_resolved_arms(spec: GridSpec) -> GridSpec:
+    """The spec with every arm resolved against the grid's plan (the user's overrides): its overrides
+    and model-id tags. Before stage_inputs_per_cell, which loads each arm's plan."""
+    plan = load_stage_inputs(spec.dataset_name, spec.plans_name, spec.overrides).plan
+    return replace(spec, models=[resolve_arm(model, plan) for model in spec.models])

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from rbmnet.benchmarking.arms import REFERENCE_NAME
 from rbmnet.benchmarking.grid import Cell, GridSpec, cell_folder
+from rbmnet.benchmarking.paired import paired_difference
 from rbmnet.evaluation.reports import crossval_summary
 from rbmnet.io.atomic import atomic_path, read_json, write_text
 from rbmnet.layout import SUMMARY_JSON, VALIDATION_FOLDER
@@ -31,30 +33,57 @@ METRIC_LABELS = {"dice": "Dice", "jaccard": "Jaccard", "precision": "precision",
 MISSING = "–"
 
 
+def cell_summaries(spec: GridSpec, model, fraction: float, noise: float,
+                   left_out: frozenset[Cell] = frozenset()) -> dict[str, tuple[dict, Path]]:
+    """The finished cells' fold summaries by unit ('<fold>' or '<fold>/seed<s>'), with their folders."""
+    found = {}
+    for fold in spec.folds:
+        for seed in spec.seeds:
+            cell = spec.cell(model, fraction, fold, noise, seed)
+            folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
+            if (folder / VALIDATION_FOLDER / SUMMARY_JSON).is_file() and cell not in left_out:
+                unit = str(fold) if seed is None else f"{fold}/seed{seed}"
+                found[unit] = (read_json(folder / VALIDATION_FOLDER / SUMMARY_JSON), folder)
+    return found
+
+
+def reference_model(spec: GridSpec):
+    """The row the others are compared with: Modified ResUNet from scratch, when the grid has it."""
+    return next((model for model in spec.models if model.name == REFERENCE_NAME), None)
+
+
 def collect_results(spec: GridSpec, left_out: frozenset[Cell] = frozenset()) -> pd.DataFrame:
-    """One row per (model, fraction, noise) with the metric means/stds over the folds that have a summary;
-    `left_out` cells (trained under other settings or splits) count as missing."""
+    """One row per (model, fraction, noise) with the metric means/stds over the (fold, seed) units that have
+    a summary, and the paired difference of the primary metric to the reference row; `left_out` cells
+    (trained under other settings or splits) count as missing."""
     rows = []
+    reference = reference_model(spec)
+    metric = spec.metrics[0]
     for noise in spec.label_noises:
         for model in spec.models:
             for fraction in spec.fractions:
-                summaries, seconds = {}, []
-                for fold in spec.folds:
-                    cell = spec.cell(model, fraction, fold, noise)
-                    folder = cell_folder(spec.dataset_name, spec.plans_name, cell)
-                    if (folder / VALIDATION_FOLDER / SUMMARY_JSON).is_file() and cell not in left_out:
-                        summaries[fold] = read_json(folder / VALIDATION_FOLDER / SUMMARY_JSON)
-                        seconds.append(training_seconds(folder))
-                cell = spec.cell(model, fraction, spec.folds[0], noise)
+                found = cell_summaries(spec, model, fraction, noise, left_out)
+                summaries = {unit: summary for unit, (summary, _) in found.items()}
+                seconds = [training_seconds(folder) for _, folder in found.values()]
+                cell = spec.cell(model, fraction, spec.folds[0], noise, spec.seeds[0])
                 row = {"model": model.name, "architecture": model.architecture, "initialisation": model.init,
                        "fraction": fraction, "label_noise": noise, "num_folds": len(summaries),
-                       "folds": ";".join(str(f) for f in sorted(summaries)),
+                       "folds": ";".join(sorted(summaries)),
                        "model_id": cell.model_id(spec.plans_name),
                        "train_seconds_mean": sum(seconds) / len(seconds) if seconds and None not in seconds else None}
                 result = crossval_summary(summaries, spec.metrics) if summaries else None
-                for metric in spec.metrics:
-                    row[f"{metric}_mean"] = result["mean"][metric] if result else None
-                    row[f"{metric}_std"] = result["std"][metric] if result else None
+                for name in spec.metrics:
+                    row[f"{name}_mean"] = result["mean"][name] if result else None
+                    row[f"{name}_std"] = result["std"][name] if result else None
+                difference = None
+                if reference is not None and model != reference and summaries:
+                    theirs = cell_summaries(spec, reference, fraction, noise, left_out)
+                    pairs = [(summaries[u], theirs[u][0]) for u in sorted(summaries) if u in theirs]
+                    difference = paired_difference(pairs, metric)
+                row["vs_reference_mean"] = difference["mean"] if difference else None
+                row["vs_reference_ci_low"] = difference["ci95"][0] if difference else None
+                row["vs_reference_ci_high"] = difference["ci95"][1] if difference else None
+                row["vs_reference_units"] = difference["units"] if difference else 0
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -102,10 +131,12 @@ def task_suffix(spec: GridSpec) -> str:
 
 def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0) -> str:
     folds = ", ".join(str(f) for f in spec.folds)
+    if spec.seeds != [None]:
+        folds += " x seeds " + ", ".join(str(s) for s in spec.seeds)
     lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name}{task_suffix(spec)})", "",
              f"{metrics_label(spec)} on each fold's validation cases; "
-             + (f"mean±std over folds {folds} (population std of the fold means)."
-                if len(spec.folds) > 1 else f"fold {folds} only (no std).")
+             + (f"mean±std over folds {folds} (population std of the fold means; with seeds, of the (fold, seed) means)."
+                if len(spec.folds) * len(spec.seeds) > 1 else f"fold {folds} only (no std).")
              + " Columns: training fraction. (n=k): only k folds finished."
              + (f" {num_left_out} trained cell(s) left out: trained under other settings or splits than this "
                 f"run's (rbmnet_benchmark --retrain-changed trains them again)." if num_left_out else ""), ""]
@@ -120,13 +151,45 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0)
         for model in spec.models:
             cells = []
             for fraction in spec.fractions:
-                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds),
+                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds) * len(spec.seeds),
                                          spec.metrics))
             lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(spec.label_noises) > 1:
         lines += noise_table(results, spec)
+    lines += paired_table(results, spec)
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _number(abs(value))
+
+
+def paired_table(results: pd.DataFrame, spec: GridSpec) -> list[str]:
+    """Each row's paired difference to the reference row, primary metric, with its 95 % interval."""
+    if reference_model(spec) is None or len(spec.models) < 2:
+        return []
+    metric = primary_metric(spec)
+    name = METRIC_LABELS.get(metric, metric)
+    lines = [f"### {name}: paired difference to {REFERENCE_NAME} from scratch", "",
+             f"Mean over (fold, seed) units of the per-case difference on the same validation cases, "
+             f"[95 % interval: two-level bootstrap, units then cases] (u=units).", ""]
+    columns = [(fraction, noise) for noise in spec.label_noises for fraction in spec.fractions]
+    lines += ["| model | " + " | ".join(f"{f:g}" + (f" @ noise {p:g}" if len(spec.label_noises) > 1 else "")
+                                       for f, p in columns) + " |", "|---|" + "---|" * len(columns)]
+    for model in spec.models:
+        if model.name == REFERENCE_NAME:
+            continue
+        cells = []
+        for fraction, noise in columns:
+            row = result_row(results, model.name, fraction, noise)
+            if not row["vs_reference_units"]:
+                cells.append(MISSING)
+                continue
+            cells.append(f"{_signed(row['vs_reference_mean'])} [{_signed(row['vs_reference_ci_low'])}, "
+                         f"{_signed(row['vs_reference_ci_high'])}] (u={int(row['vs_reference_units'])})")
+        lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def noise_table(results: pd.DataFrame, spec: GridSpec) -> list[str]:

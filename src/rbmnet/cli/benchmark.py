@@ -12,6 +12,7 @@ import click
 
 from rbmnet.cli.common import dataset_option, friendly_errors, overrides_to_dict, plans_option, set_option
 from rbmnet.errors import RbmnetError
+from rbmnet.benchmarking.arms import FEW_LABEL_ARMS
 from rbmnet.networks import describe_architectures
 
 DEFAULT_ARCHS = "resunet,unet,linknet,pspnet"
@@ -41,6 +42,12 @@ def parse_list(text: str, kind, option: str) -> list:
 @click.option("--rbm/--no-rbm", default=True, show_default=True,
               help="Include 'RBM + Modified ResUNet': resunet initialised from the pretext model "
                    "(trained first when missing).")
+@click.option("--arms", default="", show_default=False, metavar="NAME[,NAME...]",
+              help=f"Few-label arms, beside --archs and --rbm: {', '.join(FEW_LABEL_ARMS)} "
+                   "(docs/few_labels.md). Every row gets its paired difference to Modified ResUNet from scratch.")
+@click.option("--seeds", default=None, metavar="S[,S...]",
+              help="Training seeds (each also draws its own labeled subset); every cell is trained once per seed, "
+                   "named __seed<S> in its model id. Default: the plan's seed only.")
 @click.option("--fractions", default=DEFAULT_FRACTIONS, show_default=True,
               help="Training fractions (columns of the table); 0.9 needs 10 folds "
                    "(rbmnet_plan_and_preprocess --num-folds 10 --overwrite-splits).")
@@ -67,7 +74,7 @@ def parse_list(text: str, kind, option: str) -> list:
               help="Train again the cells (and the pretext model) that were trained under other settings than "
                    "this run asks for; without it they are reported as failures and left as they are.")
 @friendly_errors
-def main(dataset, plans_name, archs, rbm, fractions, folds, task, numbering_head, label_noise, epochs, lr,
+def main(dataset, plans_name, archs, rbm, arms, seeds, fractions, folds, task, numbering_head, label_noise, epochs, lr,
          batch_size, device, num_workers, overrides, output, table_only, retrain_changed):
     """Compare U-Net, PSPNet, LinkNet, Modified ResUNet and RBM + Modified ResUNet over training fractions.
 
@@ -80,7 +87,7 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, task, numbering_head
     from pathlib import Path
 
     from rbmnet.benchmarking.grid import (GridSpec, grid_states, run_grid, segmentation_overrides, select_models,
-                                          stage_inputs_per_fraction, with_task)
+                                          stage_inputs_per_cell, with_resolved_arms, with_task)
     from rbmnet.benchmarking.plot import PLOT_NAME, plot_dice_vs_fraction
     from rbmnet.benchmarking.table import collect_results, primary_metric, task_suffix, write_tables
     from rbmnet.paths import resolve_dataset_name, results_dataset_dir
@@ -95,13 +102,16 @@ def main(dataset, plans_name, archs, rbm, fractions, folds, task, numbering_head
         raise RbmnetError(f"-np must be 0 or more, got {num_workers}")
     extra = overrides_to_dict(overrides)
     spec = GridSpec(dataset_name=name, plans_name=plans_name,
-                    models=select_models(parse_list(archs, str, "--archs"), rbm),
+                    models=select_models([a for a in archs.split(",") if a.strip()], rbm,
+                                         [a.strip() for a in arms.split(",") if a.strip()]),
+                    seeds=parse_list(seeds, int, "--seeds") if seeds is not None else [None],
                     fractions=fraction_values, folds=parse_list(folds, int, "--folds"),
                     label_noises=parse_list(label_noise, float, "--label-noise"),
                     overrides=segmentation_overrides(epochs, lr, batch_size, extra, task, numbering_head),
                     pretext_overrides=extra, device=device, num_workers=num_workers,
                     retrain_changed=retrain_changed)
-    inputs = stage_inputs_per_fraction(spec)
+    spec = with_resolved_arms(spec)
+    inputs = stage_inputs_per_cell(spec)
     spec = with_task(spec, inputs)
     if numbering_head is not None and spec.task != "teeth":
         raise RbmnetError(f"--numbering-head applies to the teeth task; this grid trains task {spec.task} "
