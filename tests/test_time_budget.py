@@ -113,6 +113,24 @@ def test_a_stage_prediction_rescales_to_training_time_overrides():
     assert twice.total_seconds == pytest.approx(3 + 20 * (25 * 0.8 + 2) + 30)
 
 
+def test_semi_supervised_steps_are_predicted_dearer_and_switch_at_training_time():
+    """A mean-teacher step adds a second step's work and the teacher's forward passes; a plan made
+    without semi-supervision but trained with it (--set at training time) is predicted with them."""
+    plain = choose(1800, FixedValues())
+    semi = choose(1800, FixedValues(semi_supervised=True))
+    assert semi.segmentation.steps < plain.segmentation.steps and semi.total_seconds <= 1800
+    speed = SPEEDS[semi.case]
+    step = speed.seg_step_seconds + speed.seg_batch_seconds
+    assert semi.segmentation.step_seconds == pytest.approx(2 * step + semi.case.seg_batch_size
+                                                           * speed.eval_seconds_per_image)
+    switched = StagePrediction.from_dict(plain.segmentation.to_dict()).rescaled(
+        plain.segmentation.epochs, plain.segmentation.iterations_per_epoch, plain.segmentation.batch_size,
+        semi_supervised=True)
+    assert switched.step_seconds == pytest.approx(semi.segmentation.step_seconds)
+    older = {k: v for k, v in plain.segmentation.to_dict().items() if k not in ("consistency_seconds", "semi_supervised")}
+    assert StagePrediction.from_dict(older).step_seconds == pytest.approx(step)  # a plan from before: as it was
+
+
 # --- the speed cache -------------------------------------------------------------------------------
 
 

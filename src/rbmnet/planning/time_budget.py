@@ -67,10 +67,18 @@ class StagePrediction:
     epoch_validation_seconds: float
     startup_seconds: float
     report_seconds: float
+    # what a semi-supervised step adds (the unlabeled images through the student, the teacher's forward
+    # pass, their batch); counted when `semi_supervised`, kept otherwise so that a run may switch it on
+    consistency_seconds: float = 0.0
+    semi_supervised: bool = False
+
+    @property
+    def step_seconds(self) -> float:
+        return self.iteration_seconds + (self.consistency_seconds if self.semi_supervised else 0.0)
 
     @property
     def epoch_seconds(self) -> float:
-        return self.iterations_per_epoch * self.iteration_seconds + self.epoch_validation_seconds
+        return self.iterations_per_epoch * self.step_seconds + self.epoch_validation_seconds
 
     @property
     def total_seconds(self) -> float:
@@ -86,14 +94,18 @@ class StagePrediction:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StagePrediction":
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = {"consistency_seconds", "semi_supervised"}  # absent from predictions of older plans
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name not in optional or name in data})
 
-    def rescaled(self, epochs: int, iterations_per_epoch: int, batch_size: int) -> "StagePrediction":
-        """The same stage with other epochs, iterations or batch size (training-time overrides); a step's
-        time is taken as proportional to its batch."""
-        return StagePrediction(epochs, iterations_per_epoch, batch_size,
-                               self.iteration_seconds * batch_size / max(1, self.batch_size),
-                               self.epoch_validation_seconds, self.startup_seconds, self.report_seconds)
+    def rescaled(self, epochs: int, iterations_per_epoch: int, batch_size: int,
+                 semi_supervised: bool | None = None) -> "StagePrediction":
+        """The same stage with other epochs, iterations, batch size or semi-supervision (training-time
+        overrides); a step's time is taken as proportional to its batch."""
+        ratio = batch_size / max(1, self.batch_size)
+        return StagePrediction(epochs, iterations_per_epoch, batch_size, self.iteration_seconds * ratio,
+                               self.epoch_validation_seconds, self.startup_seconds, self.report_seconds,
+                               self.consistency_seconds * ratio,
+                               self.semi_supervised if semi_supervised is None else semi_supervised)
 
 
 def predict_pretext(epochs: int, iterations: int, batch_size: int, speed: Speed, work: Workload) -> StagePrediction:
@@ -104,12 +116,16 @@ def predict_pretext(epochs: int, iterations: int, batch_size: int, speed: Speed,
 
 
 def predict_segmentation(epochs: int, iterations: int, batch_size: int, speed: Speed,
-                         work: Workload) -> StagePrediction:
+                         work: Workload, semi_supervised: bool = False) -> StagePrediction:
+    """`semi_supervised`: each step also takes as many unlabeled images through the student (a second
+    step's work and batch) and through the teacher (forward passes at the evaluation speed)."""
     per_case = speed.eval_seconds_per_image + speed.seg_report_seconds_per_megapixel * work.original_megapixels
+    step = speed.seg_step_seconds + speed.seg_batch_seconds
     return StagePrediction(
-        epochs, iterations, batch_size, speed.seg_step_seconds + speed.seg_batch_seconds,
+        epochs, iterations, batch_size, step,
         work.epoch_validation_cases * speed.eval_seconds_per_image, STAGE_STARTUP_SECONDS,
-        work.seg_validation_cases * per_case + POSTPROCESSING_SECONDS)
+        work.seg_validation_cases * per_case + POSTPROCESSING_SECONDS,
+        consistency_seconds=step + batch_size * speed.eval_seconds_per_image, semi_supervised=semi_supervised)
 
 
 def predictions_record(pretext: StagePrediction, seg: StagePrediction, folds: int, speed: Speed) -> dict:
@@ -127,6 +143,7 @@ class FixedValues:
     pretext_iterations: int | None = None
     seg_epochs: int | None = None
     seg_iterations: int | None = None
+    semi_supervised: bool = False  # segmentation.semi_supervised is on: its steps cost more
 
 
 @dataclass
@@ -162,11 +179,12 @@ def fit_candidate(budget_seconds: float, rank: int, case: SpeedCase, speed: Spee
 
     seg_iterations = fixed.seg_iterations or iterations_for(work.seg_training_cases, case.seg_batch_size,
                                                             seg_min_iterations)
-    probe = predict_segmentation(1, seg_iterations, case.seg_batch_size, speed, work)
+    probe = predict_segmentation(1, seg_iterations, case.seg_batch_size, speed, work, fixed.semi_supervised)
     spare = budget_seconds - pretext.total_seconds - probe.startup_seconds - probe.report_seconds
     seg_epochs = fixed.seg_epochs or _epochs_within(spare, probe.epoch_seconds, 0, PAPER_EPOCHS["segmentation"])
     return BudgetOption(case, rank, pretext,
-                        predict_segmentation(seg_epochs, seg_iterations, case.seg_batch_size, speed, work))
+                        predict_segmentation(seg_epochs, seg_iterations, case.seg_batch_size, speed, work,
+                                             fixed.semi_supervised))
 
 
 def _epochs_within(seconds: float, epoch_seconds: float, least: int, most: int) -> int:

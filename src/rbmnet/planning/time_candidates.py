@@ -82,7 +82,8 @@ def fixed_values(overrides: dict) -> FixedValues:
     return FixedValues(pretext_epochs=overrides.get("pretext.epochs"),
                        pretext_iterations=overrides.get("pretext.iterations_per_epoch"),
                        seg_epochs=overrides.get("segmentation.epochs"),
-                       seg_iterations=overrides.get("segmentation.iterations_per_epoch"))
+                       seg_iterations=overrides.get("segmentation.iterations_per_epoch"),
+                       semi_supervised=overrides.get("segmentation.semi_supervised", "off") != "off")
 
 
 def chosen_values(option) -> dict:
@@ -102,7 +103,7 @@ def predict_plan(plan: Plan, speed, work: Workload) -> dict:
     pretext = predict_pretext(plan.pretext.epochs, plan.pretext.iterations_per_epoch, plan.pretext.batch_size,
                               speed, work)
     seg = predict_segmentation(plan.segmentation.epochs, plan.segmentation.iterations_per_epoch,
-                               plan.segmentation.batch_size, speed, work)
+                               plan.segmentation.batch_size, speed, work, plan.segmentation.semi_supervised != "off")
     return predictions_record(pretext, seg, work.folds, speed)
 
 

@@ -28,7 +28,9 @@ def stage_prediction(plan, kind: str, config) -> StagePrediction | None:
         planned = StagePrediction.from_dict(record)
     except (KeyError, TypeError):
         return None  # a prediction from an older rbmnet: no verdict rather than a wrong one
-    return planned.rescaled(config.epochs, config.iterations_per_epoch, config.batch_size)
+    semi = getattr(config, "semi_supervised", None)  # segmentation only
+    return planned.rescaled(config.epochs, config.iterations_per_epoch, config.batch_size,
+                            None if semi is None else semi != "off")
 
 
 class StageClock:
