@@ -111,8 +111,8 @@ def test_hidden_labels_are_never_read_and_the_teacher_resumes(tiny, monkeypatch)
     original_label, original_images = PreprocessedDataset.label, batches.unlabeled_images
     monkeypatch.setattr(PreprocessedDataset, "label",
                         lambda self, name: read_labels.append(name) or original_label(self, name))
-    monkeypatch.setattr(batches, "unlabeled_images",
-                        lambda source, names, *args: drawn_from.append(tuple(names)) or original_images(source, names, *args))
+    monkeypatch.setattr(batches, "unlabeled_images", lambda source, names, *args: drawn_from.append(tuple(names))
+                        or original_images(source, names, *args))
     folder = train({"segmentation.epochs": 1})
     assert folder.name == "seg__resunet__scratch__frac0.3__plans__mean-teacher"
     cases = read_json(folder / "fold_0" / "training_cases.json")

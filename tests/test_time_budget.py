@@ -127,7 +127,8 @@ def test_semi_supervised_steps_are_predicted_dearer_and_switch_at_training_time(
         plain.segmentation.epochs, plain.segmentation.iterations_per_epoch, plain.segmentation.batch_size,
         semi_supervised=True)
     assert switched.step_seconds == pytest.approx(semi.segmentation.step_seconds)
-    older = {k: v for k, v in plain.segmentation.to_dict().items() if k not in ("consistency_seconds", "semi_supervised")}
+    older = {k: v for k, v in plain.segmentation.to_dict().items()
+             if k not in ("consistency_seconds", "semi_supervised")}
     assert StagePrediction.from_dict(older).step_seconds == pytest.approx(step)  # a plan from before: as it was
 
 

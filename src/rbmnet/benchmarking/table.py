@@ -3,13 +3,16 @@
 Numbers come only from fold_<k>/validation/summary.json: a cell is the mean and the population
 std over folds of each fold's mean metric, exactly as evaluation/reports.crossval_summary computes
 them for crossval_summary.json (over the folds asked for, which may be fewer than the folder holds).
+With --seeds, over the (fold, seed) units instead: `num_folds` and `folds` then count and name units.
 
 benchmark.csv: one row per (model, fraction, label noise): the model id, the folds found, for every
 metric of the task its mean and std over folds (`<metric>_mean`, `<metric>_std`), and the mean training
-wall time of a fold. benchmark.md: one Markdown table per label-noise level, rows = models, columns =
+wall time of a fold, and the paired difference of the first metric to Modified ResUNet from scratch
+(`vs_reference_mean`, `_ci_low`, `_ci_high`, `_units`; benchmarking/paired.py). benchmark.md: one Markdown table per label-noise level, rows = models, columns =
 fractions, cells the task's metrics as mean±std: "Dice / Jaccard / precision / recall" for the binary
 task (the paper's cell), "tooth_dice / identification_accuracy / wrong_side_rate / binary_dice" for
-numbered teeth (tasks/: metric_names). The first metric is the one the noise table and the plot show.
+numbered teeth (tasks/: metric_names). The first metric is the one the noise table, the plot and the
+paired-difference table show.
 """
 from __future__ import annotations
 
@@ -135,7 +138,8 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0)
         folds += " x seeds " + ", ".join(str(s) for s in spec.seeds)
     lines = [f"## Benchmark: {spec.dataset_name} (plan {spec.plans_name}{task_suffix(spec)})", "",
              f"{metrics_label(spec)} on each fold's validation cases; "
-             + (f"mean±std over folds {folds} (population std of the fold means; with seeds, of the (fold, seed) means)."
+             + (f"mean±std over folds {folds} (population std of the fold means; with seeds, of the "
+                f"(fold, seed) means)."
                 if len(spec.folds) * len(spec.seeds) > 1 else f"fold {folds} only (no std).")
              + " Columns: training fraction. (n=k): only k folds finished."
              + (f" {num_left_out} trained cell(s) left out: trained under other settings or splits than this "
@@ -151,8 +155,8 @@ def markdown_table(results: pd.DataFrame, spec: GridSpec, num_left_out: int = 0)
         for model in spec.models:
             cells = []
             for fraction in spec.fractions:
-                cells.append(format_cell(result_row(results, model.name, fraction, noise), len(spec.folds) * len(spec.seeds),
-                                         spec.metrics))
+                cells.append(format_cell(result_row(results, model.name, fraction, noise),
+                                         len(spec.folds) * len(spec.seeds), spec.metrics))
             lines.append(f"| {model.name} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(spec.label_noises) > 1:
