@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
+from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTATION_SECTIONS, checkpoint_changes,
                                         describe_changes, recipe_changes)
 from rbmnet.cli.benchmark import main as benchmark_cli
 from rbmnet.model.checkpoint import FINAL
@@ -73,6 +73,16 @@ def test_recipe_changes_ignore_runtime_keys_and_list_vs_tuple():
     assert recipe_changes(plan, other, PRETEXT_SECTIONS) == [
         "augmentation.mirror: True -> False", "pretext.epochs: 3 -> 9"]
     assert describe_changes([f"k{i}" for i in range(6)]) == "k0; k1; k2; k3; and 2 more"
+
+
+def test_a_key_added_since_a_checkpoint_counts_as_its_default():
+    """A cell trained before segmentation.semi_supervised existed was trained without it: not changed."""
+    plan = {"segmentation": {"epochs": 1, "semi_supervised": "off", "warmup_epochs": 0},
+            "masking": {"scheme": "random_blocks"}}
+    older = {"segmentation": {"epochs": 1}}
+    assert recipe_changes(older, plan, RBM_SECTIONS) == []
+    plan["segmentation"]["semi_supervised"] = "mean_teacher"
+    assert recipe_changes(older, plan, RBM_SECTIONS) == ["segmentation.semi_supervised: 'off' -> 'mean_teacher'"]
 
 
 def test_unreadable_checkpoint_counts_as_changed(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
-from rbmnet.planning.plan import REMOVED_KEYS
+from rbmnet.planning.plan import REMOVED_KEYS, Plan
 from rbmnet.planning.planner import flatten_plan
 from rbmnet.model.checkpoint import read_checkpoint_plan
 
@@ -19,11 +19,15 @@ PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretex
 RBM_SECTIONS = SEGMENTATION_SECTIONS + ("masking", "pretext")  # an RBM cell is also the pretext recipe
 RUNTIME_ONLY = {"augmentation.data_path", *REMOVED_KEYS}  # removed keys: an older checkpoint's plan may hold them
 MAX_LISTED = 4  # differences named in one message
+DEFAULTS = flatten_plan(Plan(dataset_name="defaults").to_dict())
 
 
 def recipe(plan: dict, sections: tuple[str, ...]) -> dict[str, object]:
-    """The plan's result-deciding values by dotted key; tuples as lists, as a plan read from JSON has them."""
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in flatten_plan(plan).items()
+    """The plan's result-deciding values by dotted key; tuples as lists, as a plan read from JSON has them.
+    A key the plan lacks has its default: a checkpoint from before the key existed was trained the
+    default way (e.g. no semi-supervision), so an upgrade does not turn finished cells into changed ones."""
+    values = {**DEFAULTS, **flatten_plan(plan)}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()
             if key.split(".")[0] in sections and key not in RUNTIME_ONLY}
 
 
