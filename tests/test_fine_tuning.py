@@ -92,3 +92,21 @@ def test_a_checkpoint_that_does_not_fit_names_both_shapes(tmp_path):
 def test_recipe_values_are_checked_when_the_plan_is_built(override, problem):
     with pytest.raises(RbmnetError, match=problem.replace("(", r"\(").replace("[", r"\[").replace("]", r"\]")):
         apply_overrides(Plan(dataset_name="x"), override)
+
+
+def test_the_plan_says_where_a_fold_starts_and_init_overrides_it(tmp_path, monkeypatch):
+    """segmentation.initialisation: 'pretext' once the pretext model exists, 'scratch' regardless."""
+    from rbmnet.training.segmentation import resolve_initialisation
+
+    monkeypatch.setenv("RBMNET_RESULTS", str(tmp_path))
+    assert resolve_initialisation(None, "D", "resunet", "plans", planned="pretext") == ("scratch", None)
+    final = tmp_path / "D" / "pretext__resunet__plans" / "checkpoint_final.pt"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"")
+    assert resolve_initialisation(None, "D", "resunet", "plans", planned="pretext") == ("rbm", final)
+    assert resolve_initialisation(None, "D", "resunet", "plans", planned="scratch") == ("scratch", None)
+    assert resolve_initialisation("pretext", "D", "resunet", "plans", planned="scratch") == ("rbm", final)
+    with pytest.raises(RbmnetError, match="no finished pretext training"):
+        resolve_initialisation("pretext", "D", "resunet", "plans", masking_name="grid")
+    with pytest.raises(RbmnetError, match="segmentation.initialisation"):
+        apply_overrides(Plan(dataset_name="x"), {"segmentation.initialisation": "imagenet"})

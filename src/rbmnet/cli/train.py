@@ -66,8 +66,8 @@ ARCH_HELP = f"Network (default: the plan's, resunet). {describe_architectures()}
 @click.argument("fold")
 @training_options
 @click.option("--fraction", type=float, default=None, help="Share of the labeled cases used for training (plan: 0.2).")
-@click.option("--init", default=None, help="pretext | scratch | PATH to a checkpoint "
-              "(default: the dataset's pretext checkpoint when one exists).")
+@click.option("--init", default=None, help="pretext | scratch | PATH to a checkpoint (default: the plan's "
+              "segmentation.initialisation; 'pretext' uses the pretext model once it is trained, else scratch).")
 @click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default=None, help=ARCH_HELP)
 @click.option("--task", "task_name", type=click.Choice(["binary", "teeth"]), default=None,
               help="binary = tooth vs background; teeth = every tooth with its number (dataset.json's numbering). "

@@ -69,6 +69,7 @@ RULES: dict[str, Rule] = {
     "segmentation.dice_weight": _at_least(0),
     "segmentation.bce_weight": _at_least(0),
     "segmentation.threshold": _between(0, 1, open_low=True, open_high=True),
+    "segmentation.initialisation": _one_of(["pretext", "scratch"]),
     "segmentation.transfer": _one_of(list(TRANSFERS)),
     "segmentation.transferred_lr_factor": _between(0, 10, open_low=True),
     "segmentation.semi_supervised": _one_of(list(SEMI_SUPERVISED_METHODS)),

@@ -50,14 +50,15 @@ def fold_split(preprocessed_dir: Path, fold: str, labeled: list[str]) -> tuple[l
 
 
 def resolve_initialisation(init: str | None, dataset_name: str, architecture: str, plans_name: str,
-                           masking_name: str = "random_blocks") -> tuple[str, Path | None]:
-    """'pretext' | 'scratch' | a checkpoint path | None (pretext when one exists) -> (tag for the id, path).
-    The pretext model is the one the plan's masking scheme trains."""
+                           masking_name: str = "random_blocks", planned: str = "pretext") -> tuple[str, Path | None]:
+    """--init 'pretext' | 'scratch' | a checkpoint path, or None: the plan's segmentation.initialisation
+    (`planned`), where 'pretext' falls back to scratch while no pretext model is trained
+    -> (tag for the id, path). The pretext model is the one the plan's masking scheme trains."""
     scheme = masking_scheme(masking_name)
     pretext_checkpoint = (results_dataset_dir(dataset_name)
                           / pretext_model_id(architecture, plans_name, masking_tag=scheme.pretext_id_tag) / FINAL)
     if init is None:
-        init = "pretext" if pretext_checkpoint.is_file() else "scratch"
+        init = "pretext" if planned == "pretext" and pretext_checkpoint.is_file() else "scratch"
     if init == "scratch":
         return INIT_TAGS["scratch"], None
     if init == "pretext":
@@ -150,7 +151,7 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
 
     task = build_task(plan, inputs.dataset_json)
     init_tag, init_path = resolve_initialisation(init, inputs.dataset_name, architecture, plan.plans_name,
-                                                 plan.masking.scheme)
+                                                 plan.masking.scheme, config.initialisation)
     model_id = segmentation_model_id(architecture, init_tag, config.fraction, plan.plans_name, label_noise,
                                      model_tag, task.model_id_tag, fine_tuning_tag(config, init_path is not None))
     check_label_values(inputs, subset + val_split, task)  # before anything is written
