@@ -148,3 +148,14 @@ def test_semi_supervision_without_images_to_use_is_a_one_line_error(tmp_path, mo
 def test_bad_semi_supervised_values_are_refused_when_the_plan_is_built(key, value):
     with pytest.raises(RbmnetError, match=key.replace(".", r"\.")):
         apply_overrides(Plan("T", input_size=[64, 64]), {key: value})
+
+
+def test_numbered_teeth_train_with_a_mean_teacher(tiny):
+    """The classes head end to end: the consistency term goes through the teeth task's activation and
+    channel permutation in a real step (the target's correctness: the first test)."""
+    folder = train({"segmentation.task": "teeth", "segmentation.numbering_head": "classes",
+                    "segmentation.epochs": 1})
+    assert folder.name == "seg__resunet__scratch__frac0.3__plans__teeth-classes__mean-teacher"
+    checkpoint = load_checkpoint(folder / "fold_0" / FINAL)
+    assert checkpoint[COMPANION_KEY]["steps"] == 2
+    assert math.isfinite(checkpoint["log"][0]["train_loss"])
