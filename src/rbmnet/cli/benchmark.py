@@ -33,6 +33,11 @@ def parse_list(text: str, kind, option: str) -> list:
     return list(dict.fromkeys(values))
 
 
+def names_in(text: str) -> list[str]:
+    """'a, b,' -> ['a', 'b']; an empty text is an empty list (--archs '' with --arms only)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @dataset_option
 @plans_option
@@ -102,8 +107,7 @@ def main(dataset, plans_name, archs, rbm, arms, seeds, fractions, folds, task, n
         raise RbmnetError(f"-np must be 0 or more, got {num_workers}")
     extra = overrides_to_dict(overrides)
     spec = GridSpec(dataset_name=name, plans_name=plans_name,
-                    models=select_models([a for a in archs.split(",") if a.strip()], rbm,
-                                         [a.strip() for a in arms.split(",") if a.strip()]),
+                    models=select_models(names_in(archs), rbm, names_in(arms)),
                     seeds=parse_list(seeds, int, "--seeds") if seeds is not None else [None],
                     fractions=fraction_values, folds=parse_list(folds, int, "--folds"),
                     label_noises=parse_list(label_noise, float, "--label-noise"),
