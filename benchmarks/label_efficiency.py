@@ -36,24 +36,25 @@ from workdir import convert_once, rbmnet, work_environment
 
 DEFAULT_DATASET = "UFBA425"
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu256_plan(seg_epochs: int, seg_iterations: int) -> list[str]:
+    """The CPU profiles' plan: 256 x 256, half-width networks, pretext 6 x 37 steps of 8 (lr 1e-3),
+    segmentation steps of 4 at lr 1e-3 poly; only the segmentation length differs between profiles."""
+    return ["--input-size", "256", "256", "--set", "network.features_per_stage=[16,32,64,128,256]",
+            "--set", "pretext.epochs=6", "--set", "pretext.batch_size=8",
+            "--set", "pretext.iterations_per_epoch=37", "--set", "pretext.learning_rate=0.001",
+            "--set", f"segmentation.epochs={seg_epochs}", "--set", f"segmentation.iterations_per_epoch={seg_iterations}",
+            "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
+            "--set", 'segmentation.lr_schedule="poly"']
+
+
 PROFILES = {
     "cpu": {"plans": "cpu256", "folds": "0", "fractions": "0.1,0.2,0.8",
-            "plan_args": ["--input-size", "256", "256",
-                          "--set", "network.features_per_stage=[16,32,64,128,256]",
-                          "--set", "pretext.epochs=6", "--set", "pretext.batch_size=8",
-                          "--set", "pretext.iterations_per_epoch=37", "--set", "pretext.learning_rate=0.001",
-                          "--set", "segmentation.epochs=8", "--set", "segmentation.iterations_per_epoch=26",
-                          "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
-                          "--set", 'segmentation.lr_schedule="poly"'],
+            "plan_args": cpu256_plan(seg_epochs=8, seg_iterations=26),
             "benchmark_args": ["-np", "1"]},
     "few_labels": {"plans": "few256", "folds": "0", "fractions": "0.05,0.1",
-                   "plan_args": ["--input-size", "256", "256",
-                                 "--set", "network.features_per_stage=[16,32,64,128,256]",
-                                 "--set", "pretext.epochs=6", "--set", "pretext.batch_size=8",
-                                 "--set", "pretext.iterations_per_epoch=37", "--set", "pretext.learning_rate=0.001",
-                                 "--set", "segmentation.epochs=10", "--set", "segmentation.iterations_per_epoch=25",
-                                 "--set", "segmentation.batch_size=4", "--set", "segmentation.learning_rate=0.001",
-                                 "--set", 'segmentation.lr_schedule="poly"'],
+                   "plan_args": cpu256_plan(seg_epochs=10, seg_iterations=25),
                    "benchmark_args": ["-np", "1", "--archs", "resunet", "--arms",
                                       "rbm_encoder,grid_encoder,mean_teacher", "--seeds", "0,1,2"]},
     "smoke": {"plans": "smoke", "folds": "0", "fractions": "0.2",  # plumbing only (tests): numbers mean nothing

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from rbmnet.benchmarking.paired import paired_difference
 from rbmnet.cli.benchmark import main as benchmark_cli
 from rbmnet.io.atomic import read_json
 from rbmnet.model.checkpoint import FINAL, read_checkpoint_plan
-from training_factory import make_tiny_dataset
+from training_factory import make_tiny_dataset, pointed_at
 
 TINY = ["--epochs", "1", "--batch-size", "2", "-np", "0", "--set", "segmentation.iterations_per_epoch=2",
         "--set", "network.features_per_stage=[4,8,16,32,64]", "--set", "pretext.epochs=1",
@@ -43,18 +42,10 @@ def test_paired_difference_is_per_case_and_its_interval_widens_with_the_seeds():
 @pytest.fixture(scope="module")
 def arms_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("arms")
-    env = make_tiny_dataset(root, "Arms", num_labeled=12, num_unlabeled=3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in env.items():
-                patch.setenv(key, value)
-            first = CliRunner().invoke(benchmark_cli, ARMS_GRID, catch_exceptions=False)
-            again = CliRunner().invoke(benchmark_cli, ARMS_GRID, catch_exceptions=False)
-            yield root / "results" / "Arms", first, again
-    finally:
-        torch.set_num_threads(threads)
+    with pointed_at(make_tiny_dataset(root, "Arms", num_labeled=12, num_unlabeled=3)):
+        first = CliRunner().invoke(benchmark_cli, ARMS_GRID, catch_exceptions=False)
+        again = CliRunner().invoke(benchmark_cli, ARMS_GRID, catch_exceptions=False)
+        yield root / "results" / "Arms", first, again
 
 
 def test_every_arm_and_seed_trains_once_in_its_own_folder(arms_run):

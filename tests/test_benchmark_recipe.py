@@ -14,7 +14,7 @@ from rbmnet.benchmarking.recipe import (PRETEXT_SECTIONS, RBM_SECTIONS, SEGMENTA
                                         describe_changes, recipe_changes)
 from rbmnet.cli.benchmark import main as benchmark_cli
 from rbmnet.model.checkpoint import FINAL
-from training_factory import make_tiny_dataset
+from training_factory import make_tiny_dataset, pointed_at
 
 DATASET = "Recipe"
 TINY = ["--epochs", "1", "--batch-size", "2", "-np", "0",
@@ -41,19 +41,11 @@ def epochs_logged(fold: Path) -> int:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipe")
-    env = make_tiny_dataset(root, DATASET, num_labeled=10, num_unlabeled=2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in env.items():
-                patch.setenv(key, value)
-            first = run_benchmark(*GRID)
-            assert first.exit_code == 0, first.output
-            assert "2 trained, 0 resumed, 0 skipped" in first.output
-            yield root / "results" / DATASET
-    finally:
-        torch.set_num_threads(threads)
+    with pointed_at(make_tiny_dataset(root, DATASET, num_labeled=10, num_unlabeled=2)):
+        first = run_benchmark(*GRID)
+        assert first.exit_code == 0, first.output
+        assert "2 trained, 0 resumed, 0 skipped" in first.output
+        yield root / "results" / DATASET
 
 
 def test_recipe_changes_ignore_runtime_keys_and_list_vs_tuple():

@@ -1,6 +1,7 @@
 """A tiny synthetic dataset, planned for fast CPU training, shared by the training tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -58,3 +59,21 @@ def train_tiny_fold(root: Path, overrides: dict, num_labeled: int = 10, num_test
         folder = run_segmentation(load_stage_inputs("Tiny", "plans", {}), "0", init="scratch", device_name="cpu",
                                   num_workers=0)
     return env, folder
+
+
+@contextlib.contextmanager
+def pointed_at(env: dict[str, str]):
+    """rbmnet's roots set to `env` and torch on one thread (tiny networks: a second thread only adds
+    OpenMP overhead) for the duration; both restored afterwards. For module-scoped fixtures."""
+    import pytest
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            yield
+    finally:
+        torch.set_num_threads(threads)

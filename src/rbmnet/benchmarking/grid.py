@@ -35,7 +35,7 @@ from rbmnet.paths import results_dataset_dir
 from rbmnet.model.checkpoint import FINAL, LATEST
 from rbmnet.training.label_noise import check_share
 from rbmnet.layout import SPLITS_JSON, SUMMARY_JSON, TRAINING_CASES_JSON, VALIDATION_FOLDER, fold_folder_name
-from rbmnet.model.folder import pretext_model_id, segmentation_model_id
+from rbmnet.model.folder import pretext_model_id, seed_tag, segmentation_model_id
 from rbmnet.tasks import build_task
 from rbmnet.training.setup import StageInputs, cli_overrides, load_stage_inputs
 
@@ -57,11 +57,6 @@ class Cell:
         noise = f", label noise {self.label_noise:g}" if self.label_noise else ""
         seed = f", seed {self.seed}" if self.seed is not None else ""
         return f"{self.model.name}, fraction {self.fraction:g}, fold {self.fold}{noise}{seed}"
-
-
-def seed_tag(seed: int | None) -> str:
-    """As rbmnet_train seg --seed names it in the model id."""
-    return "" if seed is None else f"__seed{seed}"
 
 
 @dataclass

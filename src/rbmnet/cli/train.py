@@ -48,13 +48,14 @@ def main():
 def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_workers, resume_run, overwrite, data_path,
             compile_network, overrides):
     """Random Block Masking pretraining on every image of the dataset (labeled and unlabeled)."""
+    from rbmnet.model.folder import seed_tag
     from rbmnet.training.pretext import run_pretext
     from rbmnet.training.setup import cli_overrides, load_stage_inputs
 
     changes = cli_overrides(epochs, lr, batch_size, seed, "pretext", overrides_to_dict(overrides))
     inputs = load_stage_inputs(dataset, plans_name, changes)
     folder = run_pretext(inputs, device, num_workers, resume_run, overwrite,
-                         model_tag=f"__seed{seed}" if seed is not None else "", compile_network=compile_network,
+                         model_tag=seed_tag(seed), compile_network=compile_network,
                          data_path=data_path)
     click.echo(f"pretext model: {folder}")
 
@@ -83,6 +84,7 @@ def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_wor
         data_path, compile_network, overrides, fraction, init, arch, task_name, numbering_head, label_noise):
     """Train segmentation fold FOLD (0..4, or 'all' for every labeled case)."""
     from rbmnet.errors import RbmnetError
+    from rbmnet.model.folder import seed_tag
     from rbmnet.training.segmentation import run_segmentation
     from rbmnet.training.setup import cli_overrides, load_stage_inputs
 
@@ -95,7 +97,7 @@ def seg(fold, dataset, plans_name, epochs, lr, batch_size, device, seed, num_wor
     changes = cli_overrides(epochs, lr, batch_size, seed, "segmentation", extra)
     inputs = load_stage_inputs(dataset, plans_name, changes)
     folder = run_segmentation(inputs, fold, arch, init, device, num_workers, resume_run, overwrite,
-                              model_tag=f"__seed{seed}" if seed is not None else "", label_noise=label_noise,
+                              model_tag=seed_tag(seed), label_noise=label_noise,
                               compile_network=compile_network, data_path=data_path)
     click.echo(f"segmentation model: {folder}")
 

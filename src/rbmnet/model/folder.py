@@ -57,8 +57,9 @@ def fine_tuning_tag(config, transferred: bool) -> str:
     return "".join(parts)
 
 
-def seed_tag(seed: int, plan_seed: int) -> str:
-    return "" if seed == plan_seed else f"__seed{seed}"
+def seed_tag(seed: int | None) -> str:
+    """The model id's seed part: only for a seed given explicitly (--seed, --seeds); None: the plan's."""
+    return "" if seed is None else f"__seed{seed}"
 
 
 def prepare_model_folder(dataset_name: str, model_id: str, plan: dict, dataset_json: dict) -> Path:
