@@ -122,10 +122,19 @@ def pretext_reports(results: Path, plans: str) -> dict:
               help="Report file (default benchmarks/results/label_efficiency_<profile>.json).")
 @click.option("--seeds", default=None, help="rbmnet_benchmark --seeds, instead of the profile's (e.g. one seed "
                                              "first, so that its report is written before the others train).")
+@click.option("--fractions", default=None, help="Some of the profile's fractions only (e.g. the smallest first, "
+                                                 "across all seeds); the report covers these fractions only, so "
+                                                 "write the whole one with --table-only without --fractions.")
 @click.option("--table-only", is_flag=True, help="Train nothing: the report of the cells finished so far.")
 def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noise: str, ten_folds: bool,
-         json_path: Path | None, seeds: str | None, table_only: bool) -> None:
+         json_path: Path | None, seeds: str | None, fractions: str | None, table_only: bool) -> None:
     settings = dict(PROFILES[profile])
+    if fractions is not None:
+        unknown = set(fractions.split(",")) - set(settings["fractions"].split(","))
+        if unknown:
+            raise click.BadParameter(f"{','.join(sorted(unknown))} not in the {profile} profile's fractions "
+                                     f"({settings['fractions']})", param_hint="--fractions")
+        settings["fractions"] = fractions
     if seeds is not None:
         arguments = list(settings["benchmark_args"])
         if "--seeds" in arguments:
