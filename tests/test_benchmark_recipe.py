@@ -77,6 +77,25 @@ def test_a_key_added_since_a_checkpoint_counts_as_its_default():
     assert recipe_changes(older, plan, RBM_SECTIONS) == ["segmentation.semi_supervised: 'off' -> 'mean_teacher'"]
 
 
+def test_where_a_fold_starts_by_default_never_strands_a_trained_model(tmp_path):
+    """segmentation.initialisation only says where a fold starts without --init (the model id names the
+    start taken): a cell, another fold of a model, or a continued run trained when the default was
+    'pretext' still fit a plan that says 'scratch'; a key that changes the model still counts."""
+    from rbmnet.training.continuation import check_model_plan, plan_differences
+
+    then = {"dataset_name": "D", "segmentation": {"epochs": 1, "initialisation": "pretext"}}
+    now = {"dataset_name": "D", "segmentation": {"epochs": 1, "initialisation": "scratch"}}
+    assert recipe_changes(then, now, RBM_SECTIONS) == []
+    assert plan_differences(then, now) == []
+    model = tmp_path / "seg__resunet__rbm__frac0.2__plans"
+    (model / "fold_0").mkdir(parents=True)
+    (model / "fold_0" / FINAL).write_bytes(b"")
+    (model / "plans.json").write_text(json.dumps(then))
+    check_model_plan(model, model / "fold_1", now, "seg")  # no error: fold 1 may join fold 0
+    changed = {"dataset_name": "D", "segmentation": {"epochs": 1, "initialisation": "scratch", "transfer": "encoder"}}
+    assert plan_differences(then, changed) == ['segmentation.transfer: "full" -> "encoder"']
+
+
 def test_unreadable_checkpoint_counts_as_changed(tmp_path):
     empty = tmp_path / FINAL
     empty.write_bytes(b"")

@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from rbmnet.errors import RbmnetError
-from rbmnet.planning.plan import REMOVED_KEYS, Plan
+from rbmnet.planning.plan import LAUNCH_ONLY_KEYS, REMOVED_KEYS, Plan
 from rbmnet.planning.planner import flatten_plan
 from rbmnet.model.checkpoint import read_checkpoint_plan
 
 SEGMENTATION_SECTIONS = ("input_size", "normalization", "network", "segmentation", "augmentation", "seed")
 PRETEXT_SECTIONS = ("input_size", "normalization", "network", "masking", "pretext", "augmentation", "seed")
 RBM_SECTIONS = SEGMENTATION_SECTIONS + ("masking", "pretext")  # an RBM cell is also the pretext recipe
-RUNTIME_ONLY = {"augmentation.data_path", *REMOVED_KEYS}  # removed keys: an older checkpoint's plan may hold them
+# removed keys: an older checkpoint's plan may hold them; launch-only keys: the arm's --init decides
+RUNTIME_ONLY = {"augmentation.data_path", *REMOVED_KEYS, *LAUNCH_ONLY_KEYS}
 MAX_LISTED = 4  # differences named in one message
 DEFAULTS = flatten_plan(Plan(dataset_name="defaults").to_dict())
 

@@ -24,6 +24,11 @@ REMOVED_KEYS = {
     "augmentation.num_workers": "the worker count is rbmnet_train -np",
     "network.input_channels": "the network input is always the radiograph + its Sobel magnitude, 2 channels",
 }
+# keys that only decide how a run is launched, never what a trained model is: where a fold starts
+# without --init (the model id names the start it took). Runs of one model, a continued run and a
+# benchmark's finished cell compare plans without them, so changing such a default never strands
+# a trained model.
+LAUNCH_ONLY_KEYS = ("segmentation.initialisation",)
 
 
 NORMALIZATION_SCHEMES = ("percentile_minmax",)  # preprocessing/transforms.py applies them

@@ -10,11 +10,12 @@ from rbmnet.errors import RbmnetError
 from rbmnet.io.atomic import read_json
 from rbmnet.layout import FOLD_PREFIX, MODEL_PLANS_JSON
 from rbmnet.model.checkpoint import FINAL, LATEST, load_checkpoint
-from rbmnet.planning.plan import Plan
+from rbmnet.planning.plan import LAUNCH_ONLY_KEYS, Plan
 from rbmnet.planning.planner import flatten_plan
 
-# plan keys that may change between the runs of one model: how a plan was derived, where batches are made
-FREE_KEYS = ("derivation", "augmentation.data_path")
+# plan keys that may change between the runs of one model: how a plan was derived, where batches are
+# made, where a fold starts without --init (the model id names the start)
+FREE_KEYS = ("derivation", "augmentation.data_path", *LAUNCH_ONLY_KEYS)
 STAGE_SECTIONS = {"pretext": "pretext", "seg": "segmentation"}  # StageSpec.kind -> plan section
 
 
