@@ -84,6 +84,22 @@ PAPER = {
 METRICS = ("dice", "jaccard", "precision", "recall")
 
 
+def only_arms(benchmark_args: list[str], arms: str, profile: str) -> list[str]:
+    """The profile's rbmnet_benchmark arguments restricted to `arms` ('rbm' is the RBM full-transfer row)."""
+    wanted = [name.strip() for name in arms.split(",") if name.strip()]
+    arguments = list(benchmark_args)
+    offered = arguments[arguments.index("--arms") + 1].split(",") if "--arms" in arguments else []
+    unknown = sorted(set(wanted) - set(offered) - {"rbm"})
+    if unknown:
+        raise click.BadParameter(f"{','.join(unknown)} not in the {profile} profile's arms "
+                                 f"({','.join(['rbm', *offered])})", param_hint="--arms")
+    if "--arms" in arguments:
+        position = arguments.index("--arms")
+        del arguments[position:position + 2]
+    few_label = [name for name in wanted if name != "rbm"]
+    return arguments + (["--arms", ",".join(few_label)] if few_label else []) + ([] if "rbm" in wanted else ["--no-rbm"])
+
+
 def compare_with_paper(table: pd.DataFrame) -> list[dict]:
     cells = []
     for row in table.to_dict("records"):
@@ -125,10 +141,17 @@ def pretext_reports(results: Path, plans: str) -> dict:
 @click.option("--fractions", default=None, help="Some of the profile's fractions only (e.g. the smallest first, "
                                                  "across all seeds); the report covers these fractions only, so "
                                                  "write the whole one with --table-only without --fractions.")
+@click.option("--arms", default=None, metavar="NAME[,NAME...]",
+              help="Some of the profile's arms only (rbmnet_benchmark --arms names, and 'rbm' for RBM full "
+                   "transfer; scratch always trains, as every paired difference needs it), e.g. the most "
+                   "promising arm across all seeds first.")
 @click.option("--table-only", is_flag=True, help="Train nothing: the report of the cells finished so far.")
 def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noise: str, ten_folds: bool,
-         json_path: Path | None, seeds: str | None, fractions: str | None, table_only: bool) -> None:
+         json_path: Path | None, seeds: str | None, fractions: str | None, arms: str | None,
+         table_only: bool) -> None:
     settings = dict(PROFILES[profile])
+    if arms is not None:
+        settings["benchmark_args"] = only_arms(settings["benchmark_args"], arms, profile)
     if fractions is not None:
         unknown = set(fractions.split(",")) - set(settings["fractions"].split(","))
         if unknown:
