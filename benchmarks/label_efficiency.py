@@ -32,6 +32,7 @@ import pandas as pd
 
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import read_json, write_json
+from pooled_units import local_units, merge_units, pooled, pooled_markdown, units_from_cells
 from workdir import convert_once, rbmnet, work_environment
 
 DEFAULT_DATASET = "UFBA425"
@@ -82,6 +83,7 @@ PAPER = {
                                0.9: (.911, .827, .910, .912)},
 }
 METRICS = ("dice", "jaccard", "precision", "recall")
+POOLED_METRIC = "dice"  # the paired differences are in Dice, the paper's first metric
 
 
 def only_arms(benchmark_args: list[str], arms: str, profile: str) -> list[str]:
@@ -124,6 +126,21 @@ def pretext_reports(results: Path, plans: str) -> dict:
         if summary.is_file():
             reports[folder.name] = read_json(summary)["reconstruction"]["mean"]
     return reports
+
+
+def pooled_report(path: Path, report: dict, results: Path) -> dict:
+    """The units finished here merged with those the report at `path` already holds (from earlier runs or
+    other machines, when they trained the same plan), and their pooled table (pooled_units.py)."""
+    earlier = read_json(path) if path.is_file() else {}
+    carried = []
+    if earlier.get("profile") == report["profile"] and earlier.get("plan") == json_ready(report["plan"]):
+        carried = earlier.get("units") or units_from_cells(earlier.get("cells", []), POOLED_METRIC)
+    elif earlier:
+        print(f"note: {path} was written for another profile or plan: its units are not carried over")
+    cells = json_ready(report["cells"])
+    units = merge_units(carried, local_units(results, cells, POOLED_METRIC))
+    rows = pooled(units, POOLED_METRIC)
+    return {"units": units, "pooled": rows, "pooled_markdown": pooled_markdown(rows, POOLED_METRIC)}
 
 
 @click.command()
@@ -201,8 +218,10 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noi
         "plot": str(output / "dice_vs_fraction.png"),
     }
     path = json_path or RESULTS / f"label_efficiency_{profile}.json"
+    report.update(pooled_report(path, report, work / "rbmnet_results" / dataset))
     write_json(path, json_ready(report))  # missing cells: null, not NaN
     print(report["table_markdown"])
+    print(report["pooled_markdown"])
     print(f"wrote {path}")
 
 

@@ -48,6 +48,11 @@ def test_smoke_profile_writes_the_table_and_the_paper_comparison(raw, tmp_path):
             assert cell[metric]["minus_paper"] == pytest.approx(row[f"{metric}_mean"] - paper[cell["model"]][index],
                                                                 abs=1e-4)
     assert result["plan"]["input_size"] == [64, 128] and "| U-Net |" in result["table_markdown"]
+    # one unit per finished cell, kept for later runs; no scratch Modified ResUNet here, so no differences
+    assert [(u["model"], u["fold"], u["seed"]) for u in result["units"]] == [
+        ("RBM + Modified ResUNet", 0, None), ("U-Net", 0, None)]
+    assert [u["dice"] for u in result["units"]] == pytest.approx(list(table["dice_mean"])[::-1])
+    assert all(row["vs_reference_mean"] is None for row in result["pooled"])
     again = run_script("label_efficiency.py", raw, work, report)  # converted once, nothing retrained
     assert again.returncode == 0, again.stderr[-2000:]
     assert "0 trained, 0 resumed, 2 skipped" in again.stdout
