@@ -90,3 +90,17 @@ def test_unknown_arm_and_bad_seeds_are_one_line_errors(arms_run):
     for args, expected in ((["--arms", "dino"], "unknown arm(s) dino"), (["--seeds", "0,x"], "--seeds expects")):
         result = CliRunner().invoke(benchmark_cli, ["-d", "Arms", "--archs", "resunet", "--folds", "0", *args, *TINY])
         assert result.exit_code == 2 and expected in result.output, result.output
+
+
+def test_the_mean_teacher_from_the_fine_grained_pretext_names_all_it_combines():
+    """Semi-supervision from the best initialisation measured so far: the grid pretext's encoder, warm-up,
+    mean teacher; its model id says each, and it starts from the grid-masking pretext model."""
+    from rbmnet.benchmarking.arms import FEW_LABEL_ARMS, resolve_arm
+    from rbmnet.planning.plan import Plan, apply_overrides
+
+    plan = apply_overrides(Plan(dataset_name="x"), {"segmentation.epochs": 10})
+    arm = resolve_arm(FEW_LABEL_ARMS["mean_teacher_grid_encoder"], plan)
+    assert (arm.init, arm.init_tag, arm.pretext_id_tag) == ("pretext", "grid", "__grid")
+    assert arm.fine_tuning_tag == "__enc__warm2__mean-teacher"
+    assert arm.override_dict == {"masking.scheme": "grid", "segmentation.transfer": "encoder",
+                                 "segmentation.warmup_epochs": 2, "segmentation.semi_supervised": "mean_teacher"}

@@ -73,6 +73,10 @@ FEW_LABEL_ARMS = {
     "mean_teacher_rbm_encoder": ModelSpec("mean teacher (RBM, encoder + warm-up)", RBM_ARCHITECTURE, "pretext",
                                           lambda plan: encoder_with_warmup(plan)
                                           | {"segmentation.semi_supervised": "mean_teacher"}),
+    "mean_teacher_grid_encoder": ModelSpec("mean teacher (fine-grained masking, encoder + warm-up)",
+                                           RBM_ARCHITECTURE, "pretext",
+                                           lambda plan: encoder_with_warmup(plan, masking="grid")
+                                           | {"segmentation.semi_supervised": "mean_teacher"}),
 }
 MODEL_ORDER = ([spec.name for spec in BASELINES.values()] + [RBM_MODEL.name]  # the paper's row order
                + [spec.name for spec in FEW_LABEL_ARMS.values()])
