@@ -58,7 +58,8 @@ PROFILES = {
     "few_labels": {"plans": "few256", "folds": "0", "fractions": "0.05,0.1",
                    "plan_args": cpu256_plan(seg_epochs=10, seg_iterations=25),
                    "benchmark_args": ["-np", "1", "--archs", "resunet", "--arms",
-                                      "rbm_encoder,grid_encoder,mean_teacher,mean_teacher_grid_encoder", "--seeds", "0,1,2"]},
+                                      "rbm_encoder,grid_encoder,mean_teacher,mean_teacher_grid_encoder",
+                                      "--seeds", "0,1,2"]},
     "smoke": {"plans": "smoke", "folds": "0", "fractions": "0.2",  # plumbing only (tests): numbers mean nothing
               "plan_args": ["--input-size", "64", "128", "--set", "network.features_per_stage=[4,8,16,32,64]",
                             "--set", "pretext.epochs=1", "--set", "pretext.batch_size=2",
@@ -100,7 +101,8 @@ def only_arms(benchmark_args: list[str], arms: str, profile: str) -> list[str]:
         position = arguments.index("--arms")
         del arguments[position:position + 2]
     few_label = [name for name in wanted if name != "rbm"]
-    return arguments + (["--arms", ",".join(few_label)] if few_label else []) + ([] if "rbm" in wanted else ["--no-rbm"])
+    arguments += ["--arms", ",".join(few_label)] if few_label else []
+    return arguments + ([] if "rbm" in wanted else ["--no-rbm"])
 
 
 def compare_with_paper(table: pd.DataFrame) -> list[dict]:

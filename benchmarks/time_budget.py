@@ -40,17 +40,19 @@ from workdir import convert_once, rbmnet, work_environment
 DEFAULT_DATASET = "UFBA425"
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_LR = ["--set", "segmentation.learning_rate=0.0001", "--set", 'segmentation.lr_schedule="constant"']
+# every arm measures the budget of the paper's pipeline, pretext + fold (folds start from scratch by default)
+PRETRAINED = ["--set", 'segmentation.initialisation="pretext"']
 
 # name: (plans name, plan arguments, seg --init: None = the plan's own pretext, timed: durations reported)
 ARMS = {
-    "rule_30m": ("rule30m", ["--time-budget", "30m"], None, True),
-    "rule_2h": ("rule2h", ["--time-budget", "2h"], None, True),
-    "size128_10m": ("b10m_128", ["--time-budget", "10m", "--input-size", "128", "128"], None, True),
-    "size192_10m": ("b10m_192", ["--time-budget", "10m", "--input-size", "192", "192"], None, True),
-    "size256_10m": ("b10m", ["--time-budget", "10m", "--input-size", "256", "256"], None, True),
-    "size256_30m": ("b30m", ["--time-budget", "30m", "--input-size", "256", "256"], None, True),
-    "scratch_10m": ("b10m_192", ["--time-budget", "10m", "--input-size", "192", "192"], "scratch", False),
-    "paper_lr_10m": ("b10m_192_paperlr", ["--time-budget", "10m", "--input-size", "192", "192", *PAPER_LR],
+    "rule_30m": ("rule30m", [*PRETRAINED, "--time-budget", "30m"], None, True),
+    "rule_2h": ("rule2h", [*PRETRAINED, "--time-budget", "2h"], None, True),
+    "size128_10m": ("b10m_128", [*PRETRAINED, "--time-budget", "10m", "--input-size", "128", "128"], None, True),
+    "size192_10m": ("b10m_192", [*PRETRAINED, "--time-budget", "10m", "--input-size", "192", "192"], None, True),
+    "size256_10m": ("b10m", [*PRETRAINED, "--time-budget", "10m", "--input-size", "256", "256"], None, True),
+    "size256_30m": ("b30m", [*PRETRAINED, "--time-budget", "30m", "--input-size", "256", "256"], None, True),
+    "scratch_10m": ("b10m_192", [*PRETRAINED, "--time-budget", "10m", "--input-size", "192", "192"], "scratch", False),
+    "paper_lr_10m": ("b10m_192_paperlr", [*PRETRAINED, "--time-budget", "10m", "--input-size", "192", "192", *PAPER_LR],
                      "pretext_of:b10m_192", False),
 }
 # (name, arm a, arm b, metric): paired difference a - b over the validation cases
@@ -97,7 +99,7 @@ def run_arm(arm: str, dataset: str, env: dict, results: Path, preprocessed: Path
     head = plan["segmentation"]["numbering_head"]
     task_tag = f"__teeth-{head}" if plan["segmentation"]["task"] == "teeth" else ""
     pretext = results / f"pretext__resunet__{plans}"
-    init_args = []
+    init_args = ["--init", "pretext"]
     if init is None:
         if not (pretext / "checkpoint_final.pt").is_file():
             started = time.perf_counter()

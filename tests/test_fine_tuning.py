@@ -110,3 +110,22 @@ def test_the_plan_says_where_a_fold_starts_and_init_overrides_it(tmp_path, monke
         resolve_initialisation("pretext", "D", "resunet", "plans", masking_name="grid")
     with pytest.raises(RbmnetError, match="segmentation.initialisation"):
         apply_overrides(Plan(dataset_name="x"), {"segmentation.initialisation": "imagenet"})
+
+
+def test_by_default_a_fold_starts_from_scratch_and_says_how_to_use_a_trained_pretext_model(tmp_path, monkeypatch):
+    """Scratch is the default (no pretraining arm beat it with few labels, docs/few_labels.md); a trained
+    pretext model that the default leaves unused is named, with the flag that uses it."""
+    from rbmnet.training.segmentation import resolve_initialisation, unused_pretext_hint
+
+    monkeypatch.setenv("RBMNET_RESULTS", str(tmp_path))
+    planned = Plan(dataset_name="D").segmentation.initialisation
+    assert planned == "scratch"
+    assert unused_pretext_hint(None, "D", "resunet", "plans", "random_blocks") == ""
+    final = tmp_path / "D" / "pretext__resunet__plans" / "checkpoint_final.pt"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"")
+    assert resolve_initialisation(None, "D", "resunet", "plans", planned=planned) == ("scratch", None)
+    hint = unused_pretext_hint(None, "D", "resunet", "plans", "random_blocks")
+    assert "pretext__resunet__plans is not used" in hint and "--init pretext" in hint
+    assert unused_pretext_hint("scratch", "D", "resunet", "plans", "random_blocks") == ""  # asked for: no hint
+    assert unused_pretext_hint(None, "D", "resunet", "plans", "grid") == ""  # that scheme's model is not trained

@@ -105,6 +105,21 @@ def test_explicit_values_win_and_the_prediction_counts_them():
     assert choose(600, FixedValues(seg_epochs=400)).total_seconds > 600
 
 
+def test_from_scratch_the_fold_gets_the_whole_budget_and_the_pretext_keys_stay_sized():
+    """Without pretraining the pretext stage is not part of the budget (the fold gets its share), yet its
+    epochs are still sized to PRETEXT_SHARE, so that switching pretraining on needs no re-planning."""
+    pretrained = choose(600, FixedValues())
+    scratch = choose(600, FixedValues(pretrained=False))
+    assert scratch.case == pretrained.case and scratch.pretext.epochs == pretrained.pretext.epochs >= 1
+    assert scratch.segmentation.steps > pretrained.segmentation.steps
+    assert scratch.total_seconds == pytest.approx(scratch.segmentation.total_seconds) and scratch.total_seconds <= 600
+    assert pretrained.total_seconds == pytest.approx(pretrained.pretext.total_seconds
+                                                     + pretrained.segmentation.total_seconds)
+    assert pretrained.total_seconds <= 600
+    # the fold alone takes what pretext + fold took: within one epoch of the budget in both
+    assert 600 - scratch.total_seconds < scratch.segmentation.epoch_seconds
+
+
 def test_a_stage_prediction_rescales_to_training_time_overrides():
     planned = StagePrediction(epochs=10, iterations_per_epoch=25, batch_size=4, iteration_seconds=0.4,
                               epoch_validation_seconds=2.0, startup_seconds=3.0, report_seconds=30.0)
@@ -192,12 +207,20 @@ def test_plan_with_a_budget_writes_speeds_and_predictions(tiny_env):
     plan = json.loads((preprocessed_dataset_dir("Tiny") / "budget.json").read_text())
     derivation = plan["derivation"]
     predicted = derivation["predicted_seconds"]
-    assert predicted["measured"] and predicted["pretext_plus_one_fold_seconds"] <= 20 * 60
+    # from scratch by default: the fold alone fills the budget, the pretext stage is predicted apart
+    assert predicted["measured"] and not predicted["pretrained"] and predicted["planned_seconds"] <= 20 * 60
+    assert predicted["planned_seconds"] == pytest.approx(predicted["segmentation_fold"]["total_seconds"], abs=0.1)
     assert predicted["segmentation_fold"]["epochs"] == plan["segmentation"]["epochs"]
     assert derivation["time_budget"]["budget_seconds"] == 1200
     assert derivation["time_budget"]["chosen"]["segmentation.epochs"] == plan["segmentation"]["epochs"]
     assert list(derivation["speeds"].values())[0]["seg_step_seconds"] > 0
-    assert "predicted: pretext" in result.output and "pretext + one fold" in result.output
+    assert "predicted: one fold" in result.output and "from scratch (pretraining is opt-in" in result.output
+    pretrained = plan_cli("-p", "pretrained", "--time-budget", "20m", "--set", 'segmentation.initialisation="pretext"')
+    assert pretrained.exit_code == 0, pretrained.output
+    assert "predicted: pretext" in pretrained.output and "pretext + one fold" in pretrained.output
+    predicted = json.loads((preprocessed_dataset_dir("Tiny") / "pretrained.json").read_text()
+                           )["derivation"]["predicted_seconds"]
+    assert predicted["pretrained"] and predicted["planned_seconds"] == predicted["pretext_plus_one_fold_seconds"] <= 1200
 
 
 def test_explicit_set_values_win_over_the_budget(tiny_env):
@@ -220,7 +243,7 @@ def test_dry_run_writes_nothing(tmp_path, monkeypatch):
                             progress=False)
     result = plan_cli("--time-budget", "20m", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "predicted: pretext" in result.output and "nothing written" in result.output
+    assert "predicted: one fold" in result.output and "nothing written" in result.output
     assert not (tmp_path / "preprocessed").exists()
 
 
@@ -281,8 +304,9 @@ def test_the_demo_is_planned_by_a_time_budget_not_by_hand():
     from rbmnet.cli import demo
 
     commands = [args for _, args in demo._steps("predictions")]
-    assert all("--set" not in args for args in commands)
-    assert ["--time-budget", demo.DEMO_TIME_BUDGET] == demo.DEMO_PLAN
+    # the budget sizes the run; the one explicit value opts into pretraining, so that every stage runs
+    assert sum(args.count("--set") for args in commands) == 1
+    assert demo.DEMO_PLAN == ["--time-budget", demo.DEMO_TIME_BUDGET, "--set", 'segmentation.initialisation="pretext"']
     assert parse_duration(demo.DEMO_TIME_BUDGET) <= 5 * 60
 
 
@@ -292,7 +316,7 @@ def test_planning_for_another_gpu_uses_its_speed_file_or_says_the_speeds_are_ass
               speed(0.05))
     measured = plan_cli("--gpu-memory-gb", "8", "--speed-from", str(tmp_path / "speeds.json"), "--dry-run")
     assert measured.exit_code == 0, measured.output
-    assert "speeds from --speed-from" in measured.output and "predicted: pretext" in measured.output
+    assert "speeds from --speed-from" in measured.output and "predicted: one fold" in measured.output
     assumed = plan_cli("--gpu-memory-gb", "8", "--dry-run")
     assert assumed.exit_code == 0, assumed.output
     assert "NOT measured" in assumed.output and "GPU: the paper's protocol" in assumed.output

@@ -117,8 +117,10 @@ def test_existing_run_needs_continue_or_overwrite(tiny_env):
 # --- segmentation --------------------------------------------------------------------------------
 
 def test_segmentation_from_pretext_reports_consistent_metrics(tiny_env):
-    assert run_cli("pretext", "-d", "Tiny", "--epochs", "1", "-np", "0", "--overwrite").exit_code == 0
-    result = run_cli("seg", "0", "-d", "Tiny", "-np", "0", "--fraction", "0.4", "--overwrite")
+    pretext = run_cli("pretext", "-d", "Tiny", "--epochs", "1", "-np", "0", "--overwrite")
+    assert pretext.exit_code == 0, pretext.output
+    assert "folds start from scratch unless asked: rbmnet_train seg FOLD --init pretext" in pretext.output
+    result = run_cli("seg", "0", "-d", "Tiny", "-np", "0", "--fraction", "0.4", "--overwrite", "--init", "pretext")
     assert result.exit_code == 0, result.output
     assert "loaded" in result.output and "skipped 2" in result.output and "output head" in result.output
     model = tiny_env / "results" / "Tiny" / "seg__resunet__rbm__frac0.4__plans"

@@ -151,15 +151,18 @@ def _report(inventory, fingerprint, computed, plan, plan_path, plan_status, diff
         return
     echo(f"  time: {budget_note}")
     pretext, fold = predictions["pretext"], predictions["segmentation_fold"]
-    echo(f"  predicted: pretext {format_duration(pretext['total_seconds'])}, one fold "
-         f"{format_duration(fold['total_seconds'])}, pretext + one fold "
-         f"{format_duration(predictions['pretext_plus_one_fold_seconds'])}, all {predictions['folds']} folds "
+    pretrained = predictions.get("pretrained", True)  # older plans always started from the pretext model
+    planned_seconds = predictions.get("planned_seconds", predictions["pretext_plus_one_fold_seconds"])
+    stages = (f"pretext {format_duration(pretext['total_seconds'])}, one fold {format_duration(fold['total_seconds'])}, "
+              f"pretext + one fold {format_duration(predictions['pretext_plus_one_fold_seconds'])}" if pretrained else
+              f"one fold {format_duration(fold['total_seconds'])} from scratch (pretraining is opt-in, "
+              f"segmentation.initialisation=pretext: the pretext stage would add {format_duration(pretext['total_seconds'])})")
+    echo(f"  predicted: {stages}, all {predictions['folds']} folds "
          f"{format_duration(predictions['all_folds_seconds'])} ({speeds.describe()})")
-    if option is not None and budget_seconds is not None \
-            and predictions["pretext_plus_one_fold_seconds"] > budget_seconds * 1.001:
-        warnings.warn(f"explicit values take pretext + one fold to {format_duration(predictions['pretext_plus_one_fold_seconds'])}, "
-                      f"over the {format_duration(budget_seconds)} budget (explicit --set values win over the budget)",
-                      stacklevel=2)
+    if option is not None and budget_seconds is not None and planned_seconds > budget_seconds * 1.001:
+        warnings.warn(f"explicit values take {'pretext + one fold' if pretrained else 'one fold'} to "
+                      f"{format_duration(planned_seconds)}, over the {format_duration(budget_seconds)} budget "
+                      f"(explicit --set values win over the budget)", stacklevel=2)
 
 
 def _existing_fold_count(path) -> int | None:

@@ -28,12 +28,14 @@ def resolve_budget(text: str | None, planning_for_gpu: bool) -> tuple[float | No
         if planning_for_gpu:
             return None, "GPU: the paper's protocol (--time-budget DURATION plans for a time budget instead)"
         return DEFAULT_CPU_BUDGET_SECONDS, (
-            f"no GPU: planned for a {format_duration(DEFAULT_CPU_BUDGET_SECONDS)} budget for pretext + one fold "
-            f"(--time-budget 4h for more time, --time-budget off for the paper's full protocol)")
+            f"no GPU: planned for a {format_duration(DEFAULT_CPU_BUDGET_SECONDS)} budget for one fold "
+            f"(and the pretext stage when segmentation starts from it; --time-budget 4h for more time, "
+            f"--time-budget off for the paper's full protocol)")
     if str(text).strip().lower() in OFF:
         return None, "--time-budget off: the paper's protocol"
     seconds = parse_duration(text)
-    return seconds, f"--time-budget {text}: pretext + one fold planned to fit {format_duration(seconds)}"
+    return seconds, (f"--time-budget {text}: one fold (and the pretext stage when used) planned to fit "
+                     f"{format_duration(seconds)}")
 
 
 @dataclass
@@ -126,7 +128,8 @@ def choose(seconds: float, fingerprint: dict, plan: Plan, memory: MemoryBudget, 
     work = workload_of(fingerprint, plan, num_folds)
     known: dict[SpeedCase, Speed] = {}
     while True:
-        outcome = choose_for_budget(seconds, cases, known, work, fixed_values(overrides), MIN_SEGMENTATION_ITERATIONS)
+        outcome = choose_for_budget(seconds, cases, known, work, fixed_values(overrides, plan),
+                                    MIN_SEGMENTATION_ITERATIONS)
         if isinstance(outcome, SpeedCase):
             known[outcome] = speeds(outcome)
             continue

@@ -58,6 +58,9 @@ def pretext(dataset, plans_name, epochs, lr, batch_size, device, seed, num_worke
                          model_tag=seed_tag(seed), compile_network=compile_network,
                          data_path=data_path)
     click.echo(f"pretext model: {folder}")
+    if inputs.plan.segmentation.initialisation != "pretext":  # the default: folds start from scratch
+        click.echo("folds start from scratch unless asked: rbmnet_train seg FOLD --init pretext starts from this "
+                   "model (or plan with --set segmentation.initialisation=\"pretext\")")
 
 
 ARCH_HELP = f"Network (default: the plan's, resunet). {describe_architectures()}."

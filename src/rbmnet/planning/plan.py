@@ -92,9 +92,10 @@ class SegmentationConfig(StageConfig):
     dice_weight: float = 0.7
     bce_weight: float = 0.3  # the cross-entropy's weight for the teeth task
     threshold: float = 0.5  # on the tooth probability (binary task and the factorized head)
-    # where a fold starts without --init: "pretext" = the pretext model the masking scheme trains, once it
-    # exists (else scratch); "scratch". rbmnet_train seg --init overrides it
-    initialisation: str = "pretext"
+    # where a fold starts without --init: "scratch"; "pretext" = the pretext model the masking scheme
+    # trains, once it exists (else scratch). rbmnet_train seg --init overrides it. Scratch because no
+    # pretraining arm beat it with few labels on real panoramics (docs/few_labels.md, Evidence)
+    initialisation: str = "scratch"
     # starting from pretext weights: "full" = every tensor but the output head, "encoder" = the encoder
     # only (the decoder starts fresh); transferred tensors train at transferred_lr_factor x learning_rate
     transfer: str = "full"

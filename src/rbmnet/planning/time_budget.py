@@ -2,8 +2,10 @@
 
 Pure: measured speeds (planning/speeds.py) and the stages' workload in, predictions and a choice
 out. The rule and the measurements behind it are in docs/time_budget.md; in short:
-- the budget covers pretext + one segmentation fold; the pretext stage gets PRETEXT_SHARE of it
-  (at least one epoch), the fold the rest;
+- the budget covers what the plan trains before a fold is ready: one segmentation fold, plus the
+  pretext stage when the fold starts from it (segmentation.initialisation pretext), which then gets
+  PRETEXT_SHARE of it (at least one epoch). From scratch the fold gets the whole budget; the pretext
+  keys are still sized to that share, so that opting into pretraining later needs no re-planning;
 - candidates go from cheap to expensive (input size 128, 192, 256, 384, 512 on the longer side at
   half width, then full width at the largest size); segmentation steps come first: a candidate is taken
   only when the fold still gets STEP_TARGET steps on it, otherwise the cheaper one with more steps
@@ -128,10 +130,15 @@ def predict_segmentation(epochs: int, iterations: int, batch_size: int, speed: S
         consistency_seconds=step + batch_size * speed.eval_seconds_per_image, semi_supervised=semi_supervised)
 
 
-def predictions_record(pretext: StagePrediction, seg: StagePrediction, folds: int, speed: Speed) -> dict:
-    """What plans.json derivation keeps: each stage's prediction, one fold, all folds, and their source."""
+def predictions_record(pretext: StagePrediction, seg: StagePrediction, folds: int, speed: Speed,
+                       pretrained: bool = True) -> dict:
+    """What plans.json derivation keeps: each stage's prediction, one fold, all folds, and their source;
+    `planned_seconds` is what the plan trains before its first fold is ready (the pretext stage only
+    when segmentation starts from it)."""
     return {"pretext": pretext.to_dict(), "segmentation_fold": seg.to_dict(),
             "pretext_plus_one_fold_seconds": round(pretext.total_seconds + seg.total_seconds, 1),
+            "pretrained": pretrained,
+            "planned_seconds": round((pretext.total_seconds if pretrained else 0.0) + seg.total_seconds, 1),
             "all_folds_seconds": round(folds * seg.total_seconds, 1), "folds": folds,
             "speed_source": speed.source, "measured": speed.measured}
 
@@ -144,6 +151,7 @@ class FixedValues:
     seg_epochs: int | None = None
     seg_iterations: int | None = None
     semi_supervised: bool = False  # segmentation.semi_supervised is on: its steps cost more
+    pretrained: bool = True  # segmentation.initialisation is pretext: the pretext stage is part of the budget
 
 
 @dataclass
@@ -152,10 +160,12 @@ class BudgetOption:
     rank: int
     pretext: StagePrediction
     segmentation: StagePrediction
+    pretrained: bool = True
 
     @property
     def total_seconds(self) -> float:
-        return self.pretext.total_seconds + self.segmentation.total_seconds
+        """What the plan trains before a fold is ready: the pretext stage counts only when it is used."""
+        return (self.pretext.total_seconds if self.pretrained else 0.0) + self.segmentation.total_seconds
 
     @property
     def quality_proxy(self) -> float:
@@ -180,11 +190,12 @@ def fit_candidate(budget_seconds: float, rank: int, case: SpeedCase, speed: Spee
     seg_iterations = fixed.seg_iterations or iterations_for(work.seg_training_cases, case.seg_batch_size,
                                                             seg_min_iterations)
     probe = predict_segmentation(1, seg_iterations, case.seg_batch_size, speed, work, fixed.semi_supervised)
-    spare = budget_seconds - pretext.total_seconds - probe.startup_seconds - probe.report_seconds
+    spent_before = pretext.total_seconds if fixed.pretrained else 0.0
+    spare = budget_seconds - spent_before - probe.startup_seconds - probe.report_seconds
     seg_epochs = fixed.seg_epochs or _epochs_within(spare, probe.epoch_seconds, 0, PAPER_EPOCHS["segmentation"])
     return BudgetOption(case, rank, pretext,
                         predict_segmentation(seg_epochs, seg_iterations, case.seg_batch_size, speed, work,
-                                             fixed.semi_supervised))
+                                             fixed.semi_supervised), fixed.pretrained)
 
 
 def _epochs_within(seconds: float, epoch_seconds: float, least: int, most: int) -> int:

@@ -78,12 +78,15 @@ def plan_case(plan: Plan, output_channels: int) -> SpeedCase:
                      plan.pretext.batch_size, output_channels)
 
 
-def fixed_values(overrides: dict) -> FixedValues:
+def fixed_values(overrides: dict, plan: Plan) -> FixedValues:
+    """The user's explicit epochs and iterations, and the plan's (overridden) choices that change what a
+    fold costs: semi-supervision, and whether the pretext stage runs before it."""
     return FixedValues(pretext_epochs=overrides.get("pretext.epochs"),
                        pretext_iterations=overrides.get("pretext.iterations_per_epoch"),
                        seg_epochs=overrides.get("segmentation.epochs"),
                        seg_iterations=overrides.get("segmentation.iterations_per_epoch"),
-                       semi_supervised=overrides.get("segmentation.semi_supervised", "off") != "off")
+                       semi_supervised=plan.segmentation.semi_supervised != "off",
+                       pretrained=plan.segmentation.initialisation == "pretext")
 
 
 def chosen_values(option) -> dict:
@@ -104,7 +107,7 @@ def predict_plan(plan: Plan, speed, work: Workload) -> dict:
                               speed, work)
     seg = predict_segmentation(plan.segmentation.epochs, plan.segmentation.iterations_per_epoch,
                                plan.segmentation.batch_size, speed, work, plan.segmentation.semi_supervised != "off")
-    return predictions_record(pretext, seg, work.folds, speed)
+    return predictions_record(pretext, seg, work.folds, speed, plan.segmentation.initialisation == "pretext")
 
 
 def width_units(features) -> float:

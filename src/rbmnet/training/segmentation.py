@@ -49,14 +49,19 @@ def fold_split(preprocessed_dir: Path, fold: str, labeled: list[str]) -> tuple[l
     return splits[index]["train"], splits[index]["val"]
 
 
+def pretext_final(dataset_name: str, architecture: str, plans_name: str, masking_name: str) -> Path:
+    """The final checkpoint of the pretext model that the plan's masking scheme trains."""
+    tag = masking_scheme(masking_name).pretext_id_tag
+    return results_dataset_dir(dataset_name) / pretext_model_id(architecture, plans_name, masking_tag=tag) / FINAL
+
+
 def resolve_initialisation(init: str | None, dataset_name: str, architecture: str, plans_name: str,
-                           masking_name: str = "random_blocks", planned: str = "pretext") -> tuple[str, Path | None]:
+                           masking_name: str = "random_blocks", planned: str = "scratch") -> tuple[str, Path | None]:
     """--init 'pretext' | 'scratch' | a checkpoint path, or None: the plan's segmentation.initialisation
     (`planned`), where 'pretext' falls back to scratch while no pretext model is trained
     -> (tag for the id, path). The pretext model is the one the plan's masking scheme trains."""
     scheme = masking_scheme(masking_name)
-    pretext_checkpoint = (results_dataset_dir(dataset_name)
-                          / pretext_model_id(architecture, plans_name, masking_tag=scheme.pretext_id_tag) / FINAL)
+    pretext_checkpoint = pretext_final(dataset_name, architecture, plans_name, masking_name)
     if init is None:
         init = "pretext" if planned == "pretext" and pretext_checkpoint.is_file() else "scratch"
     if init == "scratch":
@@ -70,6 +75,16 @@ def resolve_initialisation(init: str | None, dataset_name: str, architecture: st
     if not path.is_file():
         raise RbmnetError(f"--init {init}: not 'pretext', 'scratch' or an existing checkpoint file")
     return f"init-{path.parent.name}", path
+
+
+def unused_pretext_hint(init: str | None, dataset_name: str, architecture: str, plans_name: str,
+                        masking_name: str) -> str:
+    """When the plan's default (scratch) leaves a trained pretext model unused, say how to use it."""
+    checkpoint = pretext_final(dataset_name, architecture, plans_name, masking_name)
+    if init is not None or not checkpoint.is_file():
+        return ""
+    return (f" (the plan's segmentation.initialisation; the pretext model {checkpoint.parent.name} is not "
+            f"used: --init pretext starts from it)")
 
 
 def check_label_values(inputs: StageInputs, cases: list[str], task: SegmentationTask) -> None:
@@ -167,7 +182,8 @@ def run_segmentation(inputs: StageInputs, fold: str, architecture: str | None = 
 
     def initialise(network) -> str:
         if init_path is None:
-            return "initialised from scratch"
+            return "initialised from scratch" + unused_pretext_hint(init, inputs.dataset_name, architecture,
+                                                                    plan.plans_name, plan.masking.scheme)
         return load_pretrained(network, init_path, plan.to_dict()["network"], config.transfer).describe()
 
     def transferred_parameters(network) -> set[str]:
