@@ -31,6 +31,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from rbmnet.benchmarking.recipe import RBM_SECTIONS, recipe_changes
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import read_json, write_json
 from pooled_units import local_units, merge_units, pooled, pooled_markdown, units_from_cells
@@ -133,10 +134,12 @@ def pretext_reports(results: Path, plans: str) -> dict:
 
 def pooled_report(path: Path, report: dict, results: Path) -> dict:
     """The units finished here merged with those the report at `path` already holds (from earlier runs or
-    other machines, when they trained the same plan), and their pooled table (pooled_units.py)."""
+    other machines, when they trained the same plan: the same result-deciding values, a key that one of
+    the plans lacks counting as its default), and their pooled table (pooled_units.py)."""
     earlier = read_json(path) if path.is_file() else {}
     carried = []
-    if earlier.get("profile") == report["profile"] and earlier.get("plan") == json_ready(report["plan"]):
+    same_plan = "plan" in earlier and not recipe_changes(earlier["plan"], json_ready(report["plan"]), RBM_SECTIONS)
+    if earlier.get("profile") == report["profile"] and same_plan:
         carried = earlier.get("units") or units_from_cells(earlier.get("cells", []), POOLED_METRIC)
     elif earlier:
         print(f"note: {path} was written for another profile or plan: its units are not carried over")

@@ -97,3 +97,6 @@ def test_units_of_another_plan_are_not_carried(grid, tmp_path):
     path.write_text(json.dumps({**report, **first, "units": first["units"] + [elsewhere]}))
     assert len(pooled_report(path, report, results)["units"]) == 5
     assert len(pooled_report(path, {**report, "plan": {"seed": 2}}, results)["units"]) == 4
+    # a key added to rbmnet since, at its default, or a launch-only key, is the same plan
+    newer = {"seed": 1, "segmentation": {"semi_supervised": "off", "initialisation": "pretext"}}
+    assert len(pooled_report(path, {**report, "plan": newer}, results)["units"]) == 5
