@@ -75,3 +75,16 @@ def test_numbered_teeth_smoke_profile_reports_every_arm(raw, tmp_path):
     again = run_script("numbered_teeth.py", raw, work, report)  # every arm finished: nothing retrained
     assert again.returncode == 0, again.stderr[-2000:]
     assert "rbmnet.cli.train" not in again.stderr and "rbmnet.cli.convert" not in again.stderr
+
+
+def test_arms_option_keeps_scratch_and_drops_the_rest_of_the_profile():
+    sys.path.insert(0, str(BENCHMARKS))
+    import click
+    from label_efficiency import PROFILES, only_arms
+
+    profile = PROFILES["few_labels"]["benchmark_args"]
+    assert only_arms(profile, "grid_encoder", "few_labels") == [
+        "-np", "1", "--archs", "resunet", "--seeds", "0,1,2", "--arms", "grid_encoder", "--no-rbm"]
+    assert only_arms(profile, "rbm", "few_labels") == ["-np", "1", "--archs", "resunet", "--seeds", "0,1,2"]
+    with pytest.raises(click.BadParameter, match="dino not in the few_labels profile's arms"):
+        only_arms(profile, "dino,rbm", "few_labels")
