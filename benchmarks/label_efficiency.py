@@ -15,7 +15,8 @@ Profiles:
          fractions 0.1, 0.2, 0.8; the same iterations for every fraction.
     few_labels  issue 16's grid (docs/few_labels.md): 256 x 256, half-width Modified ResUNet, fold 0, fractions
          0.05 and 0.1, seeds 0, 1, 2; the pretext as in cpu, segmentation 10 x 25 iterations of batch 4 (1,000
-         images seen) for every arm: scratch, RBM full transfer, RBM encoder + warm-up, fine-grained masking
+         images seen) for every arm: scratch, scratch + warm-up (the encoder arms' warm-up alone), RBM full
+         transfer, RBM encoder + warm-up, fine-grained masking
          encoder + warm-up, mean teacher from scratch and from the fine-grained encoder. Several hours on 2
          cores: run it again to continue (on any machine: the report keeps and pools its units).
     smoke  64 x 128, tiny networks, one epoch, U-Net and RBM only: checks the plumbing (the tests run it).
@@ -59,7 +60,7 @@ PROFILES = {
     "few_labels": {"plans": "few256", "folds": "0", "fractions": "0.05,0.1",
                    "plan_args": cpu256_plan(seg_epochs=10, seg_iterations=25),
                    "benchmark_args": ["-np", "1", "--archs", "resunet", "--arms",
-                                      "rbm_encoder,grid_encoder,mean_teacher,mean_teacher_grid_encoder",
+                                      "scratch_warmup,rbm_encoder,grid_encoder,mean_teacher,mean_teacher_grid_encoder",
                                       "--seeds", "0,1,2"]},
     "smoke": {"plans": "smoke", "folds": "0", "fractions": "0.2",  # plumbing only (tests): numbers mean nothing
               "plan_args": ["--input-size", "64", "128", "--set", "network.features_per_stage=[4,8,16,32,64]",

@@ -104,3 +104,15 @@ def test_the_mean_teacher_from_the_fine_grained_pretext_names_all_it_combines():
     assert arm.fine_tuning_tag == "__enc__warm2__mean-teacher"
     assert arm.override_dict == {"masking.scheme": "grid", "segmentation.transfer": "encoder",
                                  "segmentation.warmup_epochs": 2, "segmentation.semi_supervised": "mean_teacher"}
+
+
+def test_the_warm_up_alone_has_an_arm_of_its_own_from_scratch():
+    """The encoder arms change two things (pretext weights, warm-up): scratch + warm-up tells them apart."""
+    from rbmnet.benchmarking.arms import FEW_LABEL_ARMS, MODEL_ORDER, REFERENCE_NAME, resolve_arm
+    from rbmnet.planning.plan import Plan, apply_overrides
+
+    plan = apply_overrides(Plan(dataset_name="x"), {"segmentation.epochs": 10})
+    arm = resolve_arm(FEW_LABEL_ARMS["scratch_warmup"], plan)
+    assert (arm.init, arm.init_tag, arm.fine_tuning_tag) == ("scratch", "scratch", "__warm2")
+    assert arm.override_dict == {"segmentation.warmup_epochs": 2}
+    assert arm.name != REFERENCE_NAME and arm.name in MODEL_ORDER  # its own row, paired with scratch

@@ -65,6 +65,9 @@ BASELINES = {
 RBM_MODEL = ModelSpec("RBM + Modified ResUNet", RBM_ARCHITECTURE, "pretext")
 REFERENCE_NAME = BASELINES["resunet"].name  # what the paired differences compare against (from scratch)
 FEW_LABEL_ARMS = {
+    # the warm-up alone, from scratch: separates what the pretext weights bring from what the warm-up does
+    "scratch_warmup": ModelSpec("scratch + warm-up", "resunet", "scratch",
+                                lambda plan: {"segmentation.warmup_epochs": warmup_epochs(plan)}),
     "rbm_encoder": ModelSpec("RBM, encoder + warm-up", RBM_ARCHITECTURE, "pretext", encoder_with_warmup),
     "grid_encoder": ModelSpec("fine-grained masking, encoder + warm-up", RBM_ARCHITECTURE, "pretext",
                               lambda plan: encoder_with_warmup(plan, masking="grid")),
