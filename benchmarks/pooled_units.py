@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rbmnet.benchmarking.arms import REFERENCE_NAME
+from rbmnet.benchmarking.arms import MODEL_ORDER, REFERENCE_NAME
 from rbmnet.benchmarking.paired import BOOTSTRAP_SAMPLES, CONFIDENCE, case_values
 from rbmnet.benchmarking.table import training_seconds
 from rbmnet.io.atomic import read_json
@@ -144,7 +144,8 @@ def pooled(units: list[dict], metric: str) -> list[dict]:
 def pooled_markdown(rows: list[dict], metric: str) -> str:
     lines = [f"| model | fraction | seeds | {metric} | vs {REFERENCE_NAME} from scratch [95 %] | training s |",
              "|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: r["fraction"]):
+    order = {name: index for index, name in enumerate(MODEL_ORDER)}  # the benchmark table's row order
+    for row in sorted(rows, key=lambda r: (r["fraction"], order.get(r["model"], len(order)))):
         difference = "" if row["vs_reference_mean"] is None else (
             f"{row['vs_reference_mean']:+.3f} [{row['vs_reference_ci95'][0]:+.3f}, {row['vs_reference_ci95'][1]:+.3f}]")
         seconds = "" if row["train_seconds_mean"] is None else f"{row['train_seconds_mean']:.0f}"
