@@ -16,9 +16,9 @@ Profiles:
     few_labels  issue 16's grid (docs/few_labels.md): 256 x 256, half-width Modified ResUNet, fold 0, fractions
          0.05 and 0.1, seeds 0, 1, 2; the pretext as in cpu, segmentation 10 x 25 iterations of batch 4 (1,000
          images seen) for every arm: scratch, scratch + warm-up (the encoder arms' warm-up alone), RBM full
-         transfer, RBM encoder + warm-up, fine-grained masking
-         encoder + warm-up, mean teacher from scratch and from the fine-grained encoder. Several hours on 2
-         cores: run it again to continue (on any machine: the report keeps and pools its units).
+         transfer, RBM encoder + warm-up, fine-grained masking encoder + warm-up, mean teacher from scratch
+         and from the fine-grained encoder. Several hours on 2 cores: run it again to continue (on any
+         machine: the report keeps and pools its units).
     smoke  64 x 128, tiny networks, one epoch, U-Net and RBM only: checks the plumbing (the tests run it).
     gpu  the planner's plan for this machine (512 x 512 on UFBA-425, the paper's 80 pretext epochs and
          lr 1e-4), five folds, fractions 0.1, 0.2, 0.3, 0.8 (0.9 needs ten folds: --ten-folds).
@@ -32,10 +32,9 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from rbmnet.benchmarking.recipe import RBM_SECTIONS, recipe_changes
 from rbmnet.evaluation.reports import json_ready
 from rbmnet.io.atomic import read_json, write_json
-from pooled_units import local_units, merge_units, pooled, pooled_markdown, units_from_cells
+from pooled_units import pooled_report
 from workdir import convert_once, rbmnet, work_environment
 
 DEFAULT_DATASET = "UFBA425"
@@ -133,23 +132,6 @@ def pretext_reports(results: Path, plans: str) -> dict:
     return reports
 
 
-def pooled_report(path: Path, report: dict, results: Path) -> dict:
-    """The units finished here merged with those the report at `path` already holds (from earlier runs or
-    other machines, when they trained the same plan: the same result-deciding values, a key that one of
-    the plans lacks counting as its default), and their pooled table (pooled_units.py)."""
-    earlier = read_json(path) if path.is_file() else {}
-    carried = []
-    same_plan = "plan" in earlier and not recipe_changes(earlier["plan"], json_ready(report["plan"]), RBM_SECTIONS)
-    if earlier.get("profile") == report["profile"] and same_plan:
-        carried = earlier.get("units") or units_from_cells(earlier.get("cells", []), POOLED_METRIC)
-    elif earlier:
-        print(f"note: {path} was written for another profile or plan: its units are not carried over")
-    cells = json_ready(report["cells"])
-    units = merge_units(carried, local_units(results, cells, POOLED_METRIC))
-    rows = pooled(units, POOLED_METRIC)
-    return {"units": units, "pooled": rows, "pooled_markdown": pooled_markdown(rows, POOLED_METRIC)}
-
-
 @click.command()
 @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-d", "--dataset", default=DEFAULT_DATASET, show_default=True, help="Dataset name inside WORK.")
@@ -225,7 +207,7 @@ def main(raw_dir: Path, dataset: str, profile: str, work: Path | None, label_noi
         "plot": str(output / "dice_vs_fraction.png"),
     }
     path = json_path or RESULTS / f"label_efficiency_{profile}.json"
-    report.update(pooled_report(path, report, work / "rbmnet_results" / dataset))
+    report.update(pooled_report(path, report, work / "rbmnet_results" / dataset, POOLED_METRIC))
     write_json(path, json_ready(report))  # missing cells: null, not NaN
     print(report["table_markdown"])
     print(report["pooled_markdown"])

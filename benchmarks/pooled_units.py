@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from rbmnet.benchmarking.arms import MODEL_ORDER, REFERENCE_NAME
-from rbmnet.benchmarking.paired import BOOTSTRAP_SAMPLES, CONFIDENCE, case_values
+from rbmnet.benchmarking.paired import BOOTSTRAP_SAMPLES, CONFIDENCE, unit_differences
+from rbmnet.benchmarking.recipe import RBM_SECTIONS, recipe_changes
+from rbmnet.evaluation.reports import json_ready
 from rbmnet.benchmarking.table import training_seconds
 from rbmnet.io.atomic import read_json
 from rbmnet.layout import SUMMARY_JSON, VALIDATION_FOLDER, fold_folder_name
@@ -73,13 +75,11 @@ def local_units(results: Path, cells: list[dict], metric: str) -> list[dict]:
 
 def case_difference(arm: dict, reference: dict, metric: str) -> dict | None:
     """Mean per-case difference (arm - reference) over the cases both summaries hold, and its standard error."""
-    a, b = case_values(arm, metric), case_values(reference, metric)
-    cases = sorted(set(a) & set(b))
-    if len(cases) < 2:
+    differences = next(iter(unit_differences([(arm, reference)], metric)), np.array([]))
+    if len(differences) < 2:
         return None
-    differences = np.array([a[c] - b[c] for c in cases])
-    return {"mean": float(differences.mean()), "se": float(differences.std(ddof=1) / np.sqrt(len(cases))),
-            "cases": len(cases)}
+    return {"mean": float(differences.mean()), "se": float(differences.std(ddof=1) / np.sqrt(len(differences))),
+            "cases": len(differences)}
 
 
 def units_from_cells(cells: list[dict], metric: str) -> list[dict]:
@@ -152,3 +152,19 @@ def pooled_markdown(rows: list[dict], metric: str) -> str:
         lines.append(f"| {row['model']} | {row['fraction']:g} | {','.join(map(str, row['seeds']))} | "
                      f"{row[metric]:.3f} | {difference} | {seconds} |")
     return "\n".join(lines) + "\n"
+
+
+def pooled_report(path: Path, report: dict, results: Path, metric: str) -> dict:
+    """The units finished here merged with those the report at `path` already holds (from earlier runs or
+    other machines, when they trained the same plan: the same result-deciding values, a key that one of
+    the plans lacks counting as its default), and their pooled table."""
+    earlier = read_json(path) if path.is_file() else {}
+    carried = []
+    same_plan = "plan" in earlier and not recipe_changes(earlier["plan"], json_ready(report["plan"]), RBM_SECTIONS)
+    if earlier.get("profile") == report["profile"] and same_plan:
+        carried = earlier.get("units") or units_from_cells(earlier.get("cells", []), metric)
+    elif earlier:
+        print(f"note: {path} was written for another profile or plan: its units are not carried over")
+    units = merge_units(carried, local_units(results, json_ready(report["cells"]), metric))
+    rows = pooled(units, metric)
+    return {"units": units, "pooled": rows, "pooled_markdown": pooled_markdown(rows, metric)}

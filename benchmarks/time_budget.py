@@ -99,8 +99,8 @@ def run_arm(arm: str, dataset: str, env: dict, results: Path, preprocessed: Path
     head = plan["segmentation"]["numbering_head"]
     task_tag = f"__teeth-{head}" if plan["segmentation"]["task"] == "teeth" else ""
     pretext = results / f"pretext__resunet__{plans}"
-    init_args = ["--init", "pretext"]
-    if init is None:
+    if init is None:  # the plan's own pretext model, asked for explicitly (folds start from scratch by default)
+        init_args = ["--init", "pretext"]
         if not (pretext / "checkpoint_final.pt").is_file():
             started = time.perf_counter()
             rbmnet("train", "pretext", "-d", dataset, "-p", plans, *continue_flag(pretext), env=env)

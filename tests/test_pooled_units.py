@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from label_efficiency import pooled_report  # noqa: E402
-from pooled_units import local_units, merge_units, pooled, units_from_cells  # noqa: E402
+from pooled_units import local_units, merge_units, pooled, pooled_report, units_from_cells  # noqa: E402
 
 SCRATCH, GRID = "Modified ResUNet", "fine-grained masking, encoder + warm-up"
 CASES = [f"case{i}" for i in range(20)]
@@ -91,12 +90,12 @@ def test_units_of_another_plan_are_not_carried(grid, tmp_path):
     results, cells = grid
     path = tmp_path / "report.json"
     report = {"profile": "few_labels", "plan": {"seed": 1}, "cells": cells}
-    first = pooled_report(path, report, results)
+    first = pooled_report(path, report, results, "dice")
     path.write_text(json.dumps({**report, **first}))
     elsewhere = {**first["units"][-1], "seed": 7}
     path.write_text(json.dumps({**report, **first, "units": first["units"] + [elsewhere]}))
-    assert len(pooled_report(path, report, results)["units"]) == 5
-    assert len(pooled_report(path, {**report, "plan": {"seed": 2}}, results)["units"]) == 4
+    assert len(pooled_report(path, report, results, "dice")["units"]) == 5
+    assert len(pooled_report(path, {**report, "plan": {"seed": 2}}, results, "dice")["units"]) == 4
     # a key added to rbmnet since, at its default, or a launch-only key, is the same plan
     newer = {"seed": 1, "segmentation": {"semi_supervised": "off", "initialisation": "pretext"}}
-    assert len(pooled_report(path, {**report, "plan": newer}, results)["units"]) == 5
+    assert len(pooled_report(path, {**report, "plan": newer}, results, "dice")["units"]) == 5

@@ -130,6 +130,11 @@ def predict_segmentation(epochs: int, iterations: int, batch_size: int, speed: S
         consistency_seconds=step + batch_size * speed.eval_seconds_per_image, semi_supervised=semi_supervised)
 
 
+def seconds_before_first_fold(pretext: StagePrediction, seg: StagePrediction, pretrained: bool) -> float:
+    """What the plan trains before its first fold is ready: the pretext stage only when the fold starts from it."""
+    return (pretext.total_seconds if pretrained else 0.0) + seg.total_seconds
+
+
 def predictions_record(pretext: StagePrediction, seg: StagePrediction, folds: int, speed: Speed,
                        pretrained: bool = True) -> dict:
     """What plans.json derivation keeps: each stage's prediction, one fold, all folds, and their source;
@@ -138,7 +143,7 @@ def predictions_record(pretext: StagePrediction, seg: StagePrediction, folds: in
     return {"pretext": pretext.to_dict(), "segmentation_fold": seg.to_dict(),
             "pretext_plus_one_fold_seconds": round(pretext.total_seconds + seg.total_seconds, 1),
             "pretrained": pretrained,
-            "planned_seconds": round((pretext.total_seconds if pretrained else 0.0) + seg.total_seconds, 1),
+            "planned_seconds": round(seconds_before_first_fold(pretext, seg, pretrained), 1),
             "all_folds_seconds": round(folds * seg.total_seconds, 1), "folds": folds,
             "speed_source": speed.source, "measured": speed.measured}
 
@@ -164,8 +169,7 @@ class BudgetOption:
 
     @property
     def total_seconds(self) -> float:
-        """What the plan trains before a fold is ready: the pretext stage counts only when it is used."""
-        return (self.pretext.total_seconds if self.pretrained else 0.0) + self.segmentation.total_seconds
+        return seconds_before_first_fold(self.pretext, self.segmentation, self.pretrained)
 
     @property
     def quality_proxy(self) -> float:
